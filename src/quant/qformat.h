@@ -15,11 +15,30 @@
 
 typedef enum qmode { QMODE_AFFINE = 0, QMODE_MXFP4, QMODE_MXFP8, QMODE_NVFP4, QMODE_COUNT } qmode;
 
+#include <stdint.h>
+
+#include "base/dtype.h"
+
 typedef struct qformat {
     qmode mode;
     int bits;       /* affine: 2,3,4,5,6,8; mxfp4/nvfp4: 4; mxfp8: 8 */
     int group_size; /* affine: 32,64,128; mx*: 32; nvfp4: 16 */
 } qformat;
+
+/* A quantized matrix (or stack of matrices: MoE experts) as stored on disk.
+ * Pointers go into the safetensors mapping and may be unaligned.
+ * Row-major: element (m, r, c) of the unpacked weight lives in row
+ * (m * rows + r) of the packed data, code c of that row's bit stream. */
+typedef struct qweight {
+    qformat fmt;
+    int64_t n_mats;        /* 1 for a 2-D weight, E for MoE expert stacks */
+    int64_t rows;          /* O: output features (per matrix) */
+    int64_t cols;          /* K: input features, unpacked */
+    const void *w;         /* U32 words: [n_mats, rows, cols * bits / 32] */
+    const void *scales;    /* [n_mats, rows, cols / group_size] of scale_dtype */
+    const void *biases;    /* affine only (same shape and dtype as scales), else NULL */
+    dtype scale_dtype;     /* affine: BF16, F16 or F32; fp modes: U8 */
+} qweight;
 
 /* "affine", "mxfp4", "mxfp8", "nvfp4". */
 const char *qmode_name(qmode m);
