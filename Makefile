@@ -68,7 +68,7 @@ fuzz: $(BUILD)/fuzz/fuzz_safetensors
 	@echo "fuzz: 1 passed, 0 failed"
 
 test: all $(TEST_BIN)
-	@OPTIQ_ROOT=$(CURDIR) BUILD=$(BUILD) bash tests/run_tests.sh $(TEST_BIN)
+	@OPTIQ_ROOT=$(CURDIR) BUILD=$(BUILD) bash tests/run_tests.sh $(TEST_BIN) $(sort $(wildcard tests/test_*.sh))
 ifneq ($(NO_FUZZ),1)
 	@$(MAKE) --no-print-directory fuzz
 endif
