@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Regenerate every reference fixture with the real MLX (CPU build):
+#   tests/fixtures/quant/*.safetensors         gen_quant.py
+#   tests/fixtures/quant/spec_vectors.safetensors + spec check report   check_spec_vectors.py
+#   tests/fixtures/models/tiny-{mixed,q4}/      gen_model.py
+#   tests/fixtures/VERSIONS.md                  package versions used
+# Output is deterministic: running it twice gives byte-identical files.
+#
+# Usage: bash tools/reference/generate_all.sh
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+py="$here/.venv/bin/python"
+
+bash "$here/setup.sh"
+cd "$root"
+
+echo "== quantization fixtures"
+"$py" "$here/gen_quant.py"
+
+echo "== spec vectors"
+"$py" "$here/check_spec_vectors.py" | tee "$root/tests/fixtures/quant/spec_check.txt"
+
+echo "== model folders"
+"$py" "$here/gen_model.py"
+
+echo "== versions"
+"$py" - "$root/tests/fixtures/VERSIONS.md" <<'EOF'
+import platform, subprocess, sys
+from importlib import metadata
+
+relevant = ["mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "numpy", "safetensors", "transformers",
+            "tokenizers", "huggingface-hub", "jinja2", "sentencepiece", "protobuf"]
+pins = "\n".join(f"{p}=={metadata.version(p)}" for p in relevant)
+text = f"""# Reference fixture versions
+
+The fixtures under `tests/fixtures/quant/` and `tests/fixtures/models/` are produced by the
+real MLX packages from PyPI (CPU build), with exactly these versions:
+
+```
+python=={platform.python_version()}
+{pins}
+```
+
+Full environment pin set: `tools/reference/constraints.txt` (direct dependencies in
+`tools/reference/requirements.txt`).  Platform used: {platform.system()} {platform.machine()}.
+
+## Regenerate
+
+```
+bash tools/reference/generate_all.sh
+```
+
+This creates `tools/reference/.venv` if needed (`tools/reference/setup.sh`, needs Python >= 3.10
+and access to PyPI), then runs `gen_quant.py`, `check_spec_vectors.py` (its report is kept in
+`tests/fixtures/quant/spec_check.txt`), `gen_model.py`, and rewrites this file.  The output is
+deterministic: with the same versions, every fixture file is byte-identical after a rerun, so
+`git status` shows no change unless a version or a generator changed.
+
+When bumping a version: rerun, read `spec_check.txt` (the `quant_model.py` cross-check must
+still say AGREE; `check_spec_vectors.py` exits non-zero otherwise), and update the findings in
+`tests/fixtures/quant/README.md` if MLX changed behaviour.
+"""
+open(sys.argv[1], "w").write(text)
+print("wrote", sys.argv[1])
+EOF
+
+du -sh tests/fixtures/quant tests/fixtures/models/*/ | sed 's/^/size /'
