@@ -13,9 +13,12 @@
 CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O2
+# Project flags live in BASE_CFLAGS so that CFLAGS / LDFLAGS given on the
+# command line (e.g. sanitizer flags) add to them instead of replacing them.
 CFLAGS  ?=
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
-           -Iinclude -Isrc $(shell pkg-config --cflags libcjson 2>/dev/null)
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
+              -Iinclude -Isrc
+ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
 LDLIBS  += -lcjson -lm -pthread
 LDFLAGS ?=
 
@@ -34,13 +37,13 @@ all: $(BUILD)/liboptiq.a $(BUILD)/liboptiq.so $(BUILD)/optiq
 
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/liboptiq.a: $(LIB_OBJ)
 	@rm -f $@
@@ -52,7 +55,7 @@ $(BUILD)/optiq: $(CLI_OBJ) $(BUILD)/liboptiq.a
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/liboptiq.a $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/liboptiq.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/liboptiq.a $(LDLIBS)
 
 # Bounded libFuzzer run over the safetensors header parser (clang only; the
 # fuzz harness is also built as a plain replay program by the tests).
@@ -63,7 +66,7 @@ $(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/io/safetensors
 	    -fno-sanitize-recover=all -o $@ $^ $(LDLIBS)
 fuzz: $(BUILD)/fuzz/fuzz_safetensors
 	@mkdir -p $(BUILD)/fuzz/corpus
-	$(BUILD)/fuzz/fuzz_safetensors -runs=$${FUZZ_RUNS:-200000} -max_len=4096 \
+	$(BUILD)/fuzz/fuzz_safetensors -runs=$${FUZZ_RUNS:-200000} -max_len=4096 -dict=tests/fuzz/safetensors.dict \
 	    $(BUILD)/fuzz/corpus tests/fuzz/corpus_safetensors
 	@echo "fuzz: 1 passed, 0 failed"
 

@@ -14,7 +14,7 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
-    {"version", NULL, "print the version"},
+    {"inspect", cmd_inspect, "describe a model folder: architecture, parameters, quantization, sidecar"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (size_t i = 0; i < N_COMMANDS; i++)
-        if (strcmp(a, COMMANDS[i].name) == 0 && COMMANDS[i].run) return COMMANDS[i].run(argc - 1, argv + 1);
+        if (strcmp(a, COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "optiq: unknown command '%s'\nTry 'optiq --help'.\n", a);
     return 2;
 }

@@ -48,22 +48,115 @@ const char *optiq_status_name(optiq_status status);
 /* ---- model folders ---------------------------------------------------- */
 
 /* A model folder opened for inspection: config.json, the language-tower
- * safetensors (model*.safetensors, cross-checked against the index), the
- * optional vision sidecar and the tokenizer / template files. Weights are
- * memory-mapped, never copied. */
+ * safetensors (model*.safetensors, as stock mlx-lm globs them, cross-checked
+ * against model.safetensors.index.json when present), the optional vision
+ * sidecar optiq_vision.safetensors, and the tokenizer / template files.
+ * Opening validates every safetensors header and resolves which modules are
+ * quantized with which (mode, bits, group size); a folder that fails any
+ * check is refused with a message naming the file and what is wrong.
+ * Weights are memory-mapped, never copied. */
 typedef struct optiq_model_info optiq_model_info;
 
 optiq_status optiq_model_info_open(const char *dir, optiq_model_info **out, optiq_error *err);
 void optiq_model_info_free(optiq_model_info *info);
 
+/* Language-tower parameter count as mlx-lm's get_total_parameters reports it
+ * (quantized weights counted unpacked; scales and biases not counted). */
+uint64_t optiq_model_info_parameters(const optiq_model_info *info);
+
+/* Effective bits per weight of the language tower as mlx-lm's
+ * compute_bits_per_weight: 8 * tensor bytes / parameters. */
+double optiq_model_info_bits_per_weight(const optiq_model_info *info);
+
 /* A JSON document (UTF-8, NUL-terminated, caller frees with optiq_free) that
  * describes the folder: model_type, parameter counts, quantization summary
  * (bits histogram, effective bits per weight, unquantized modules), the
- * vision sidecar and the tokenizer files. Keys are documented in docs/cli.md. */
+ * vision sidecar and the tokenizer files. Keys are documented in
+ * docs/model-folder.md. NULL only when out of memory. */
 char *optiq_model_info_json(const optiq_model_info *info);
 
 /* Free memory returned by the library. */
 void optiq_free(void *p);
+
+/* ---- tokenizer ---------------------------------------------------------- */
+
+/* A Hugging Face tokenizer (tokenizer.json) with the BOS/EOS facts of its folder. Encoding
+ * and decoding give exactly what the reference `tokenizers` library gives (docs/tokenizer.md
+ * lists the supported models, normalizers, pre-tokenizers and decoders). A loaded tokenizer
+ * is immutable: any number of threads may encode and decode with it at once, which is why
+ * these calls report failures in the optiq_error the caller passes (may be NULL) rather than
+ * in the handle. */
+typedef struct optiq_tokenizer optiq_tokenizer;
+
+/* Load DIR/tokenizer.json, plus tokenizer_config.json, special_tokens_map.json and
+ * generation_config.json when present. */
+optiq_status optiq_tokenizer_load(const char *dir, optiq_tokenizer **out, optiq_error *err);
+
+/* The same from explicit paths; only tokenizer_json is required. */
+typedef struct optiq_tokenizer_files {
+    const char *tokenizer_json;
+    const char *tokenizer_config;   /* or NULL */
+    const char *special_tokens_map; /* or NULL */
+    const char *generation_config;  /* or NULL */
+} optiq_tokenizer_files;
+optiq_status optiq_tokenizer_load_files(const optiq_tokenizer_files *files, optiq_tokenizer **out, optiq_error *err);
+
+void optiq_tokenizer_free(optiq_tokenizer *tok);
+
+/* Encoding flags. */
+#define OPTIQ_ENCODE_ADD_SPECIAL 1u   /* add the post-processor's tokens (the reference's add_special_tokens=True;
+                                         Gemma's <bos>, nothing for Qwen) */
+#define OPTIQ_ENCODE_SPLIT_SPECIAL 2u /* special-token text in the input is encoded as plain text (the
+                                         reference's encode_special_tokens); other added tokens still match */
+
+/* Encode len bytes of text (UTF-8; ill-formed sequences are read as U+FFFD, one per maximal
+ * ill-formed subpart). *ids receives a new array (free with optiq_free; NULL when empty). */
+optiq_status optiq_tokenizer_encode(const optiq_tokenizer *tok, const char *text, size_t len, unsigned flags,
+                                    int32_t **ids, size_t *n_ids, optiq_error *err);
+
+/* Decoding flags. */
+#define OPTIQ_DECODE_SKIP_SPECIAL 1u /* leave out special tokens */
+
+/* Decode ids to text; *text receives a new NUL-terminated string (free with optiq_free),
+ * *len (may be NULL) its length. Ids with no token are left out, as the reference does. */
+optiq_status optiq_tokenizer_decode(const optiq_tokenizer *tok, const int32_t *ids, size_t n_ids, unsigned flags,
+                                    char **text, size_t *len, optiq_error *err);
+
+/* Streaming detokenizer: push ids one at a time and get back the text that is final so far.
+ * Every piece is whole UTF-8 (never part of a character), and the pieces of push... then
+ * finish concatenate to exactly optiq_tokenizer_decode of the same ids. Text can lag behind
+ * the ids while it may still change (bytes of an unfinished character, a byte-fallback run, a
+ * trailing character a Strip decoder may remove). The piece stays valid until the next call
+ * on the same detokenizer. One detokenizer per sequence; it keeps the tokenizer borrowed. */
+typedef struct optiq_detokenizer optiq_detokenizer;
+
+optiq_status optiq_detokenizer_new(const optiq_tokenizer *tok, unsigned flags, optiq_detokenizer **out,
+                                   optiq_error *err);
+optiq_status optiq_detokenizer_push(optiq_detokenizer *d, int32_t id, const char **piece, size_t *len,
+                                    optiq_error *err);
+/* End of the sequence: the rest of the text. The detokenizer is then reset. */
+optiq_status optiq_detokenizer_finish(optiq_detokenizer *d, const char **piece, size_t *len, optiq_error *err);
+/* Start a new sequence, dropping anything held back. */
+void optiq_detokenizer_reset(optiq_detokenizer *d);
+void optiq_detokenizer_free(optiq_detokenizer *d);
+
+/* One past the largest token id (model vocabulary and added tokens). */
+size_t optiq_tokenizer_vocab_size(const optiq_tokenizer *tok);
+/* Id of a token string (added tokens first, then the model's vocabulary), or -1. */
+int32_t optiq_tokenizer_token_to_id(const optiq_tokenizer *tok, const char *token, size_t len);
+/* Token string of an id (e.g. "Ġthe", "▁the", "<|im_start|>"), NULL when the id has none;
+ * *len (may be NULL) receives its length. Owned by the tokenizer. */
+const char *optiq_tokenizer_id_to_token(const optiq_tokenizer *tok, int32_t id, size_t *len);
+/* 1 when the id is a special token (left out by OPTIQ_DECODE_SKIP_SPECIAL). */
+int optiq_tokenizer_is_special(const optiq_tokenizer *tok, int32_t id);
+/* BOS id from tokenizer_config.json / special_tokens_map.json / generation_config.json, or -1. */
+int32_t optiq_tokenizer_bos_id(const optiq_tokenizer *tok);
+/* End-of-sequence ids: tokenizer_config.json's eos_token, then generation_config.json's
+ * eos_token_id entries (one id or a list). Returns the count; *ids points into the tokenizer. */
+size_t optiq_tokenizer_eos_ids(const optiq_tokenizer *tok, const int32_t **ids);
+/* tokenizer_config.json's add_bos_token (0 when absent). Informational: encoding adds what
+ * tokenizer.json's post-processor says, as the reference does. */
+int optiq_tokenizer_add_bos_token(const optiq_tokenizer *tok);
 
 #ifdef __cplusplus
 }
