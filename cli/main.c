@@ -15,6 +15,7 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"inspect", cmd_inspect, "describe a model folder: architecture, parameters, quantization, sidecar"},
+    {"bench", cmd_bench, "measure kernel throughput against this machine's memory bandwidth"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -75,6 +75,22 @@ double optiq_model_info_bits_per_weight(const optiq_model_info *info);
  * docs/model-folder.md. NULL only when out of memory. */
 char *optiq_model_info_json(const optiq_model_info *info);
 
+/* ---- benchmarks --------------------------------------------------------- */
+
+typedef struct optiq_bench_params {
+    int max_threads;       /* run with 1..max_threads threads; 0: physical cores */
+    double seconds;        /* minimum timing per case */
+    const char *cpu_level; /* NULL: best available; "portable", "avx2", "avx512" caps it */
+} optiq_bench_params;
+
+optiq_bench_params optiq_bench_default(void);
+
+/* Run the built-in benchmarks and return their results as JSON (caller frees
+ * with optiq_free; keys in docs/cli.md): memory read bandwidth per thread
+ * count, and quantized matrix-vector throughput (4- and 8-bit affine, group
+ * 64, 1024x3584 and 3584x1024) streamed from DRAM and from cache. */
+optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, optiq_error *err);
+
 /* Free memory returned by the library. */
 void optiq_free(void *p);
 
