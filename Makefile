@@ -19,7 +19,7 @@ CFLAGS  ?=
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
               -Iinclude -Isrc
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
-LDLIBS  += -lcjson -lm -pthread
+LDLIBS  += -lcjson -lpcre2-8 -lutf8proc -lm -pthread
 LDFLAGS ?=
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
@@ -57,24 +57,42 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/liboptiq.a $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/liboptiq.a $(LDLIBS)
 
-# Bounded libFuzzer run over the safetensors header parser (clang only; the
-# fuzz harness is also built as a plain replay program by the tests).
-FUZZ_CC ?= clang
-$(BUILD)/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/base/error.c src/base/dtype.c
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -o $@ $^ $(LDLIBS)
-fuzz: $(BUILD)/fuzz/fuzz_safetensors
-	@mkdir -p $(BUILD)/fuzz/corpus
-	$(BUILD)/fuzz/fuzz_safetensors -runs=$${FUZZ_RUNS:-200000} -max_len=4096 -dict=tests/fuzz/safetensors.dict \
-	    $(BUILD)/fuzz/corpus tests/fuzz/corpus_safetensors
-	@echo "fuzz: 1 passed, 0 failed"
+# libFuzzer targets: every tests/fuzz/fuzz_*.c is linked against a copy of the
+# library built by clang with coverage instrumentation + ASan/UBSan. The
+# bounded runs are done by tests/test_fuzz.sh as part of `make test`.
+FUZZ_CC     ?= clang
+FUZZ_CFLAGS  = -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -fsanitize=fuzzer-no-link,address,undefined \
+               -fno-sanitize-recover=all
+FUZZ_SRC    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_OBJ    := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
 
-test: all $(TEST_BIN)
-	@OPTIQ_ROOT=$(CURDIR) BUILD=$(BUILD) bash tests/run_tests.sh $(TEST_BIN) $(sort $(wildcard tests/test_*.sh))
-ifneq ($(NO_FUZZ),1)
-	@$(MAKE) --no-print-directory fuzz
+$(BUILD)/fuzz/obj/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/obj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/liboptiq_fuzz.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/fuzz/liboptiq_fuzz.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/fuzz/liboptiq_fuzz.a $(LDLIBS)
+fuzz: $(FUZZ_BIN)
+	@BUILD=$(BUILD) bash tests/test_fuzz.sh
+
+ifeq ($(NO_FUZZ),1)
+TEST_DEPS := all $(TEST_BIN)
+else
+TEST_DEPS := all $(TEST_BIN) $(FUZZ_BIN)
 endif
+
+test: $(TEST_DEPS)
+	@OPTIQ_ROOT=$(CURDIR) BUILD=$(BUILD) NO_FUZZ=$(NO_FUZZ) bash tests/run_tests.sh $(TEST_BIN) $(sort $(wildcard tests/test_*.sh))
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
