@@ -1,0 +1,92 @@
+/*
+ * qkern.h — private interface between the quantized-matmul driver (qmatmul.c)
+ * and its kernels (qkern_portable.c, qkern_avx2.c, qkern_avx512.c).
+ *
+ * A kernel computes, for a tile of n_rows consecutive weight rows and a block
+ * of mb <= QMM_MB activation rows,
+ *     y[a][r] = sum_k x[a][k] * W[r][k]      (r < n_rows, a < mb)
+ * reading each packed weight byte once for the whole block (the codes are
+ * unpacked once and used mb times). Affine formats use
+ *     sum_g ( s_g * sum_{k in g} x_k q_k  +  b_g * xsum_g )
+ * with xsum the per-group sums of the activation row, computed once per call by
+ * the driver; fp formats use sum_g scale_g * sum_{k in g} x_k v(q_k).
+ *
+ * Activations may be stored in a kernel-specific order ("prepared"): the 4-bit
+ * kernels read the low nibbles of 16 bytes as 16 even elements and the high
+ * nibbles as the 16 odd elements, so their prep function de-interleaves x per
+ * chunk instead of shuffling codes per weight row. Prepared rows have
+ * qkern_prep_len(K) floats (K rounded up to 64), zero padded.
+ */
+#ifndef OPTIQ_QUANT_QKERN_H
+#define OPTIQ_QUANT_QKERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "base/cpu.h"
+#include "quant/quant.h"
+
+enum { QMM_MB = 8 }; /* activation rows per kernel call */
+
+typedef struct qmm_args {
+    const qtraits *t;
+    const uint8_t *w;          /* packed bytes of the tile's first weight row */
+    size_t w_stride;           /* bytes between packed rows */
+    const uint8_t *s, *b;      /* scales (and affine biases) of the first row */
+    size_t s_stride;           /* bytes between rows of scales */
+    dtype sdt;                 /* scale dtype (U8 for fp modes) */
+    int64_t n_rows;            /* weight rows in the tile */
+    int64_t K;                 /* columns */
+    int gs;                    /* group size */
+    int mb;                    /* activation rows, 1..QMM_MB */
+    const float *x[QMM_MB];    /* prepared activation rows */
+    const float *xsum[QMM_MB]; /* (K/gs) group sums per activation row (affine) */
+    float *y[QMM_MB];          /* output rows, offset to the tile's first weight row */
+} qmm_args;
+
+typedef void (*qmm_fn)(const qmm_args *a);
+typedef void (*qprep_fn)(const float *x, int64_t K, float *xp);
+
+typedef struct qkern_level {
+    qmm_fn mm;     /* NULL: use the level below */
+    qprep_fn prep; /* NULL: the kernel reads x in natural order */
+} qkern_level;
+
+static inline int64_t qkern_prep_len(int64_t K) { return (K + 63) & ~(int64_t)63; }
+
+/* f32 value of a stored scale/bias element for the kernels (no mode decode). */
+static inline float qk_load_scale(const uint8_t *p, dtype dt, int64_t i) { return load_as_f32(p, dt, (size_t)i); }
+
+/* Lookup tables shared by the kernels. */
+extern const float QK_E4M3_LUT[256]; /* qe4m3_value of every byte */
+
+/* e8m0 scale 2^(b-127) by its float bits: exponent field b; byte 0 is the
+ * subnormal 2^-127 (MLX's choice), byte 255 the exponent of +inf. */
+static inline float qk_e8m0(uint8_t b) {
+    uint32_t u = b ? (uint32_t)b << 23 : 0x00400000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- portable (reference) ---- */
+void qmm_portable(const qmm_args *a);
+
+/* ---- AVX2 + FMA + F16C (qkern_avx2.c) ---- */
+void qmm_affine4_avx2(const qmm_args *a);
+void qmm_affine8_avx2(const qmm_args *a);
+void qmm_affine_u8_avx2(const qmm_args *a); /* any affine width: unpack to bytes, then the 8-bit core */
+void qmm_fp4_avx2(const qmm_args *a);       /* mxfp4, nvfp4 */
+void qmm_mxfp8_avx2(const qmm_args *a);
+void qprep_nib16_avx2(const float *x, int64_t K, float *xp);
+
+/* ---- AVX-512 F/BW/VL/DQ (qkern_avx512.c) ---- */
+void qmm_affine4_avx512(const qmm_args *a);
+void qmm_affine8_avx512(const qmm_args *a);
+void qmm_affine_u8_avx512(const qmm_args *a);
+void qmm_fp4_avx512(const qmm_args *a);
+void qmm_mxfp8_avx512(const qmm_args *a);
+void qprep_nib32_avx512(const float *x, int64_t K, float *xp);
+
+#endif
