@@ -15,6 +15,8 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"inspect", cmd_inspect, "describe a model folder: architecture, parameters, quantization, sidecar"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"template", cmd_template, "render a conversation with the model's chat template"},
     {"bench", cmd_bench, "measure kernel throughput against this machine's memory bandwidth"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -139,11 +139,12 @@ optiq_status optiq_tokenizer_decode(const optiq_tokenizer *tok, const int32_t *i
                                     char **text, size_t *len, optiq_error *err);
 
 /* Streaming detokenizer: push ids one at a time and get back the text that is final so far.
- * Every piece is whole UTF-8 (never part of a character), and the pieces of push... then
- * finish concatenate to exactly optiq_tokenizer_decode of the same ids. Text can lag behind
- * the ids while it may still change (bytes of an unfinished character, a byte-fallback run, a
- * trailing character a Strip decoder may remove). The piece stays valid until the next call
- * on the same detokenizer. One detokenizer per sequence; it keeps the tokenizer borrowed. */
+ * Every piece is whole UTF-8 (never part of a character), and the pieces returned by the
+ * pushes and the closing finish concatenate to exactly optiq_tokenizer_decode of the same ids.
+ * Text can lag behind the ids while it may still change (bytes of an unfinished character, a
+ * byte-fallback run, a trailing character a Strip decoder may remove). A piece stays valid
+ * until the next call on the same detokenizer. One detokenizer per sequence; it borrows the
+ * tokenizer, which must outlive it. */
 typedef struct optiq_detokenizer optiq_detokenizer;
 
 optiq_status optiq_detokenizer_new(const optiq_tokenizer *tok, unsigned flags, optiq_detokenizer **out,
@@ -173,6 +174,51 @@ size_t optiq_tokenizer_eos_ids(const optiq_tokenizer *tok, const int32_t **ids);
 /* tokenizer_config.json's add_bos_token (0 when absent). Informational: encoding adds what
  * tokenizer.json's post-processor says, as the reference does. */
 int optiq_tokenizer_add_bos_token(const optiq_tokenizer *tok);
+
+/* ---- chat templates ----------------------------------------------------- */
+
+/* A model folder's chat template (chat_template.jinja, chat_template.json or
+ * tokenizer_config.json's chat_template, in transformers' order) with the
+ * special tokens of its tokenizer_config.json and the model family of its
+ * config.json. Rendering gives, byte for byte, the prompt text transformers'
+ * apply_chat_template gives (docs/templates.md: the supported Jinja, how
+ * messages are prepared, where images go). Immutable once loaded: threads may
+ * render with it at once; failures go to the optiq_error the caller passes. */
+typedef struct optiq_chat_template optiq_chat_template;
+
+/* Only the tokenizer files and config.json are read (no weights needed). A
+ * template that does not parse fails here, its message naming the file and
+ * line ("chat_template.jinja: line 12: ..."). */
+optiq_status optiq_chat_template_load(const char *dir, optiq_chat_template **out, optiq_error *err);
+
+/* A template from text. model_type (or NULL) picks the image placeholder for
+ * templates with no image syntax; tokens_json (or NULL) is an object of
+ * special tokens, e.g. {"bos_token": "<bos>", "eos_token": "<eos>"}. */
+optiq_status optiq_chat_template_from_string(const char *source, size_t len, const char *model_type,
+                                             const char *tokens_json, optiq_chat_template **out, optiq_error *err);
+void optiq_chat_template_free(optiq_chat_template *t);
+
+/* Where the template came from: "chat_template.jinja", "chat_template.json",
+ * "tokenizer_config.json" or "string". */
+const char *optiq_chat_template_source(const optiq_chat_template *t);
+
+/* Render messages to the prompt text. messages_json: an OpenAI-style array of
+ * messages (content a string or a list of text / image_url / image parts;
+ * tool_calls with arguments as a JSON string or object; role "tool"), or a
+ * request body object holding "messages" (its "tools" and
+ * "chat_template_kwargs" are used too). options_json (may be NULL): an object
+ *   "add_generation_prompt": bool (default true)
+ *   "tools": [...]                 tool definitions (JSON schemas)
+ *   "chat_template_kwargs": {...}  template variables, e.g. {"enable_thinking": false}
+ *   "image_placeholder": "..."     text for an image when the template has no image syntax
+ *   "now": seconds                 the instant strftime_now formats (UTC); default: the clock
+ * and any other key is a template variable too (e.g. "enable_thinking": true).
+ * *prompt is NUL-terminated (free with optiq_free); *prompt_len may be NULL.
+ * A template's raise_exception (e.g. roles that do not alternate) fails with
+ * OPTIQ_ERR_INVALID_ARG and the template's own message. */
+optiq_status optiq_chat_template_render(const optiq_chat_template *t, const char *messages_json, size_t messages_len,
+                                        const char *options_json, char **prompt, size_t *prompt_len,
+                                        optiq_error *err);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,7 @@ PACKAGES=(
     libpcre2-dev libutf8proc-dev  # tokenizer pre-splitting and normalization
     libopenblas-dev               # dense f32 GEMM
     # tests
+    xz-utils                      # compressed tokenizer fixtures
     python3 python3-venv          # reference fixtures (optional) and the Python binding tests
     chromium chromium-driver      # the Lab's browser test
 )

@@ -29,7 +29,7 @@ int main(void) {
         CHECK(e4m3_to_f32(0x08) == ldexpf(1, -6));
         CHECK(e4m3_to_f32(0x38) == 1.0f);
         CHECK(e4m3_to_f32(0x7e) == 448.0f);
-        CHECK(e4m3_to_f32(0x7f) == 480.0f);
+        CHECK(isnan(e4m3_to_f32(0x7f)) && isnan(e4m3_to_f32(0xff)));
         CHECK(e4m3_to_f32(0xfe) == -448.0f);
         int bad = 0;
         for (int b = 0; b < 256; b++) {

@@ -2,7 +2,8 @@
 # Bounded libFuzzer runs of every fuzz target built under $BUILD/fuzz/
 # (one case per target). Each target fuzz_NAME uses the seed corpus
 # tests/fuzz/corpus_NAME/ and the dictionary tests/fuzz/NAME.dict when present.
-# FUZZ_RUNS sets the iterations per target (default 200000).
+# FUZZ_RUNS sets the iterations per target (default 200000) and FUZZ_SECONDS
+# caps each run's time (default 30 s), whichever comes first.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 build="${BUILD:-build}"
@@ -18,7 +19,7 @@ for bin in "$build"/fuzz/fuzz_*; do
     [ -x "$bin" ] && [ -f "$bin" ] || continue
     name=$(basename "$bin"); short=${name#fuzz_}
     work="$build/fuzz/work_$short"; mkdir -p "$work"
-    args=(-runs="${FUZZ_RUNS:-200000}" -max_len=4096 -print_final_stats=0)
+    args=(-runs="${FUZZ_RUNS:-200000}" -max_total_time="${FUZZ_SECONDS:-30}" -max_len=4096 -print_final_stats=0)
     [ -f "$root/tests/fuzz/$short.dict" ] && args+=(-dict="$root/tests/fuzz/$short.dict")
     corpora=("$work")
     [ -d "$root/tests/fuzz/corpus_$short" ] && corpora+=("$root/tests/fuzz/corpus_$short")

@@ -46,6 +46,7 @@ uint16_t f32_to_f16(float f) {
 }
 
 float e4m3_to_f32(uint8_t b) {
+    if ((b & 0x7f) == 0x7f) return NAN; /* MLX 0.32.4 decodes 0x7F / 0xFF as NaN */
     int s = b >> 7, e = (b >> 3) & 0xf, m = b & 7;
     float v = e == 0 ? ldexpf((float)m, -9) : ldexpf(1.0f + (float)m / 8.0f, e - 7);
     return s ? -v : v;

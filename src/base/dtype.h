@@ -43,7 +43,8 @@ static inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
-/* fp8 e4m3 "fn" as MLX decodes it: no inf/NaN, 0x7F decodes to 480. */
+/* fp8 e4m3 "fn" as MLX decodes it: no inf; 0x7F / 0xFF decode to NaN
+ * (tests/fixtures/quant/spec_vectors.safetensors, e4m3_decode_f32). */
 float e4m3_to_f32(uint8_t b);
 /* Round-to-nearest-even with saturation to +-448 (0x7E/0xFE), as MLX's ToFP8. */
 uint8_t f32_to_e4m3(float f);

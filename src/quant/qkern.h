@@ -14,8 +14,14 @@
  * Activations may be stored in a kernel-specific order ("prepared"): the 4-bit
  * kernels read the low nibbles of 16 bytes as 16 even elements and the high
  * nibbles as the 16 odd elements, so their prep function de-interleaves x per
- * chunk instead of shuffling codes per weight row. Prepared rows have
- * qkern_prep_len(K) floats (K rounded up to 64), zero padded.
+ * chunk instead of shuffling codes per weight row. The other SIMD kernels
+ * read a plain copy. Prepared rows are 64-byte aligned and have
+ * qkern_prep_len(K) floats (K rounded up to 64), zero padded. The portable
+ * kernel reads x where the caller keeps it.
+ *
+ * Invariant shared by every kernel: the operations applied to one (weight
+ * row, activation row) pair do not depend on mb, so batching rows never
+ * changes a result (test_quant_kernels checks it bit for bit).
  */
 #ifndef OPTIQ_QUANT_QKERN_H
 #define OPTIQ_QUANT_QKERN_H

@@ -3,6 +3,9 @@
 #   tests/fixtures/quant/*.safetensors         gen_quant.py
 #   tests/fixtures/quant/spec_vectors.safetensors + spec check report   check_spec_vectors.py
 #   tests/fixtures/models/tiny-{mixed,q4}/      gen_model.py
+#   src/text/tokenizer_unicode_tab.c           gen_unicode_tables.py (Unicode 16.0 classes)
+#   tests/fixtures/tokenizers/                  gen_tokenizer.py (+ tokenizer_corpus.py)
+#   tests/fixtures/templates/                   gen_templates.py
 #   tests/fixtures/VERSIONS.md                  package versions used
 # Output is deterministic: running it twice gives byte-identical files.
 #
@@ -24,6 +27,13 @@ echo "== spec vectors"
 
 echo "== model folders"
 "$py" "$here/gen_model.py"
+
+echo "== unicode tables, tokenizers"
+"$py" "$here/gen_unicode_tables.py"
+"$py" "$here/gen_tokenizer.py"
+
+echo "== chat templates"
+"$py" "$here/gen_templates.py"
 
 echo "== versions"
 "$py" - "$root/tests/fixtures/VERSIONS.md" <<'EOF'
