@@ -105,7 +105,7 @@ int main(void) {
         free(out);
     }
     for (TEST_CASE("every command has --help")) {
-        const char *cmds[] = {"inspect", "bench"};
+        const char *cmds[] = {"inspect", "bench", "tokenize", "template"};
         for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
             char a[64];
             snprintf(a, sizeof a, "%s --help", cmds[i]);
@@ -118,6 +118,9 @@ int main(void) {
         CHECK(run("inspect", NULL) == 2);
         CHECK(run("inspect --bogus x", NULL) == 2);
         CHECK(run("inspect /nonexistent/folder", NULL) == 1);
+        CHECK(run("tokenize --text hi", NULL) == 2);
+        CHECK(run("tokenize --model /nonexistent/folder --text hi", NULL) == 1);
+        CHECK(run("template --model /nonexistent/folder --messages /nonexistent.json", NULL) == 1);
     }
     for (TEST_CASE("inspect tiny-mixed matches mlx-lm (bpw, parameters, bits histograms)")) check_folder("tiny-mixed");
     for (TEST_CASE("inspect tiny-q4 matches mlx-lm (tied embeddings, sidecar)")) {
