@@ -12,14 +12,17 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "Usage: optiq bench [--threads N] [--seconds S] [--cpu LEVEL] [--json]\n\n"
+            "Usage: optiq bench [--threads N] [--seconds S] [--cpu LEVEL] [--model DIR [--text-file F]] [--json]\n\n"
             "Measure this machine's memory read bandwidth and the throughput of the\n"
             "quantized matrix-vector product (GB/s of packed weight bytes) for 4- and\n"
-            "8-bit affine weights at 1024x3584 and 3584x1024, with 1..N threads.\n\n"
+            "8-bit affine weights at 1024x3584 and 3584x1024, with 1..N threads; with\n"
+            "--model, also the encoding speed of the folder's tokenizer on one core.\n\n"
             "Options:\n"
             "  --threads N   largest thread count to run (default: physical cores)\n"
             "  --seconds S   minimum time per case (default 0.4)\n"
             "  --cpu LEVEL   cap the kernel level: portable, avx2, avx512\n"
+            "  --model DIR   also time the tokenizer of this model folder\n"
+            "  --text-file F text to encode (default: 1 MB of generated word-like text)\n"
             "  --json        print the results as JSON (keys: docs/cli.md)\n"
             "  --help        show this help\n");
 }
@@ -44,11 +47,17 @@ static void print_table(const cJSON *d) {
                cJSON_GetObjectItemCaseSensitive(e, "kernel")->valuestring, num(e, "streamed_us"),
                num(e, "streamed_gbs"), 100.0 * num(e, "streamed_fraction_of_memory_bw"), num(e, "cached_us"),
                num(e, "cached_gbs"));
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(d, "tokenizer");
+    if (t)
+        printf("\ntokenizer encode (one core, %s, %.0f bytes, %.0f tokens): first pass %.1f MB/s, repeated %.1f MB/s\n",
+               cJSON_GetObjectItemCaseSensitive(t, "text")->valuestring, num(t, "bytes"), num(t, "tokens"),
+               num(t, "first_pass_mbps"), num(t, "repeated_mbps"));
 }
 
 int cmd_bench(int argc, char **argv) {
     static const struct option opts[] = {{"threads", required_argument, 0, 't'}, {"seconds", required_argument, 0, 's'},
                                          {"cpu", required_argument, 0, 'c'},     {"json", no_argument, 0, 'j'},
+                                         {"model", required_argument, 0, 'm'},   {"text-file", required_argument, 0, 'f'},
                                          {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     optiq_bench_params p = optiq_bench_default();
     int json = 0, c;
@@ -68,12 +77,15 @@ int cmd_bench(int argc, char **argv) {
                 return cli_usage_error("bench", "--seconds wants a number in (0, 60], got '%s'", optarg);
             break;
         case 'c': p.cpu_level = optarg; break;
+        case 'm': p.model_dir = optarg; break;
+        case 'f': p.text_file = optarg; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage_error("bench", "option '%s' needs a value", argv[optind - 1]);
         default: return cli_usage_error("bench", "unknown option '%s'", argv[optind - 1]);
         }
     }
+    if (p.text_file && !p.model_dir) return cli_usage_error("bench", "--text-file needs --model");
     if (optind != argc) return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
 
     optiq_error err;

@@ -81,6 +81,8 @@ typedef struct optiq_bench_params {
     int max_threads;       /* run with 1..max_threads threads; 0: physical cores */
     double seconds;        /* minimum timing per case */
     const char *cpu_level; /* NULL: best available; "portable", "avx2", "avx512" caps it */
+    const char *model_dir; /* when set: also time its tokenizer's encoding */
+    const char *text_file; /* text to encode (UTF-8); NULL: 1 MB of generated word-like text */
 } optiq_bench_params;
 
 optiq_bench_params optiq_bench_default(void);
@@ -88,7 +90,8 @@ optiq_bench_params optiq_bench_default(void);
 /* Run the built-in benchmarks and return their results as JSON (caller frees
  * with optiq_free; keys in docs/cli.md): memory read bandwidth per thread
  * count, and quantized matrix-vector throughput (4- and 8-bit affine, group
- * 64, 1024x3584 and 3584x1024) streamed from DRAM and from cache. */
+ * 64, 1024x3584 and 3584x1024) streamed from DRAM and from cache; with
+ * model_dir, the tokenizer's encoding speed on one core. */
 optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, optiq_error *err);
 
 /* Free memory returned by the library. */

@@ -12,6 +12,7 @@
  */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,6 +25,7 @@
 #include "quant/qmatmul.h"
 #include "quant/quant.h"
 #include "quant/quantize.h"
+#include "text/tokenizer.h"
 
 #define STREAM_BYTES ((size_t)256 << 20) /* 8x a 32 MiB L3 */
 
@@ -34,7 +36,7 @@ static double now_s(void) {
 }
 
 optiq_bench_params optiq_bench_default(void) {
-    return (optiq_bench_params){.max_threads = 0, .seconds = 0.4, .cpu_level = NULL};
+    return (optiq_bench_params){.max_threads = 0, .seconds = 0.4, .cpu_level = NULL, .model_dir = NULL, .text_file = NULL};
 }
 
 /* One quantized matrix replicated n_copies times, back to back. */
@@ -165,6 +167,89 @@ static optiq_status bench_qmatvec(thread_pool *pool, const optiq_bench_params *p
     return OPTIQ_OK;
 }
 
+/* 1 MB of word-like text: pseudo-words of 1-4 syllables, punctuation and
+ * line breaks, so that a per-word cache sees mostly new words (the figure then
+ * bounds first-pass speed on real prose from below). */
+static char *generated_text(size_t n) {
+    static const char *const SYL[] = {"the", "an", "ing", "tion", "er", "re", "con", "pro", "al", "ly", "ment",
+                                      "at", "or", "ex", "in", "ver", "com", "de", "ter", "est", "ous", "per",
+                                      "un", "im", "for", "ble", "ate", "is", "it", "on", "ar", "ence"};
+    static const char *const SEP[] = {" ", " ", " ", " ", " ", " ", ", ", ". ", ".\n", " "};
+    char *t = malloc(n + 16);
+    if (!t) return NULL;
+    size_t k = 0;
+    uint64_t s = 88172645463325252ull;
+    while (k < n) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        int nsyl = 1 + (int)(s % 4);
+        for (int i = 0; i < nsyl && k < n; i++) {
+            const char *y = SYL[(s >> (8 + 5 * i)) % 32];
+            size_t l = strlen(y);
+            if (k + l > n) break;
+            memcpy(t + k, y, l);
+            k += l;
+        }
+        const char *sep = SEP[(s >> 40) % 10];
+        size_t l = strlen(sep);
+        if (k + l > n) break;
+        memcpy(t + k, sep, l);
+        k += l;
+    }
+    t[k] = 0;
+    return t;
+}
+
+static optiq_status bench_tokenizer(const optiq_bench_params *p, cJSON *root, optiq_error *err) {
+    char *text = NULL;
+    size_t len = 0;
+    if (p->text_file) {
+        FILE *f = fopen(p->text_file, "rb");
+        if (!f) return err_set(err, OPTIQ_ERR_IO, "bench: cannot open %s", p->text_file);
+        fseek(f, 0, SEEK_END);
+        long n = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        if (n < 0 || n > (1L << 30)) {
+            fclose(f);
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: %s: size %ld not in [0, 1 GiB]", p->text_file, n);
+        }
+        text = malloc((size_t)n + 1);
+        len = text ? fread(text, 1, (size_t)n, f) : 0;
+        fclose(f);
+        if (!text) return err_set(err, OPTIQ_ERR_NOMEM, "bench: out of memory");
+        text[len] = 0;
+    } else {
+        text = generated_text((size_t)1 << 20);
+        if (!text) return err_set(err, OPTIQ_ERR_NOMEM, "bench: out of memory");
+        len = strlen(text);
+    }
+    optiq_tokenizer *tok = NULL;
+    optiq_status st = optiq_tokenizer_load(p->model_dir, &tok, err);
+    if (st) {
+        free(text);
+        return st;
+    }
+    /* first pass: a fresh tokenizer, every word new to its cache */
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    double t0 = now_s();
+    st = optiq_tokenizer_encode(tok, text, len, 0, &ids, &n_ids, err);
+    double first = now_s() - t0;
+    if (!st) {
+        double repeated = tokenizer_bench_mbps(tok, text, len, 0, p->seconds);
+        cJSON *o = cJSON_AddObjectToObject(root, "tokenizer");
+        cJSON_AddStringToObject(o, "model", p->model_dir);
+        cJSON_AddStringToObject(o, "text", p->text_file ? p->text_file : "generated");
+        cJSON_AddNumberToObject(o, "bytes", (double)len);
+        cJSON_AddNumberToObject(o, "tokens", (double)n_ids);
+        cJSON_AddNumberToObject(o, "first_pass_mbps", (double)len / first / 1e6);
+        cJSON_AddNumberToObject(o, "repeated_mbps", repeated);
+    }
+    optiq_free(ids);
+    optiq_tokenizer_free(tok);
+    free(text);
+    return st;
+}
+
 optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, optiq_error *err) {
     optiq_bench_params p = params ? *params : optiq_bench_default();
     *json_out = NULL;
@@ -196,6 +281,7 @@ optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, 
     }
     cJSON *qmv = cJSON_AddArrayToObject(root, "qmatvec");
     optiq_status st = bench_qmatvec(pool, &p, max_threads, membw, qmv, err);
+    if (!st && p.model_dir) st = bench_tokenizer(&p, root, err);
     pool_free(pool);
     qmatmul_release_scratch();
     if (st == OPTIQ_OK) {
