@@ -79,22 +79,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef FUZZ_REPLAY_MAIN
+#include "fuzz_replay.h"
+
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        FILE *fp = fopen(argv[i], "rb");
-        if (!fp) {
-            perror(argv[i]);
-            return 1;
-        }
-        fseek(fp, 0, SEEK_END);
-        long n = ftell(fp);
-        fseek(fp, 0, SEEK_SET);
-        uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-        size_t got = buf ? fread(buf, 1, (size_t)n, fp) : 0;
-        fclose(fp);
-        LLVMFuzzerTestOneInput(buf, got);
-        free(buf);
-    }
+    if (fuzz_replay_files(argc, argv)) return 1;
     jv_unref(fuzz_vars);
     printf("%d passed, 0 failed\n", argc - 1);
     return 0;
