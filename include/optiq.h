@@ -30,7 +30,8 @@ typedef enum optiq_status {
     OPTIQ_ERR_FORMAT = 2,      /* a file is corrupt or not what it claims to be */
     OPTIQ_ERR_INVALID_ARG = 3, /* the caller passed something unusable */
     OPTIQ_ERR_NOMEM = 4,       /* an allocation failed */
-    OPTIQ_ERR_UNSUPPORTED = 5  /* valid input this build cannot handle */
+    OPTIQ_ERR_UNSUPPORTED = 5, /* valid input this build cannot handle */
+    OPTIQ_ERR_CONTEXT = 6      /* the tokens do not fit in the context window */
 } optiq_status;
 
 /* Room for one error message; filled by calls that fail before a handle exists. */
@@ -83,6 +84,10 @@ typedef struct optiq_bench_params {
     const char *cpu_level; /* NULL: best available; "portable", "avx2", "avx512" caps it */
     const char *model_dir; /* when set: also time its tokenizer's encoding */
     const char *text_file; /* text to encode (UTF-8); NULL: 1 MB of generated word-like text */
+    const char *synthetic; /* when set: a model of the synthetic table ("qwen3_5-0.8b") instead of the
+                              mat-vec cases: random weights of its exact shapes, built in memory */
+    int prefill_tokens;    /* synthetic: prompt length (default 512; 0: the default) */
+    int decode_tokens;     /* synthetic: greedy decode steps timed (default 128; 0: the default) */
 } optiq_bench_params;
 
 optiq_bench_params optiq_bench_default(void);
@@ -91,7 +96,11 @@ optiq_bench_params optiq_bench_default(void);
  * with optiq_free; keys in docs/cli.md): memory read bandwidth per thread
  * count, and quantized matrix-vector throughput (4- and 8-bit affine, group
  * 64, 1024x3584 and 3584x1024) streamed from DRAM and from cache; with
- * model_dir, the tokenizer's encoding speed on one core. */
+ * model_dir, the tokenizer's encoding speed on one core. With synthetic, the
+ * mat-vec cases are replaced by the model's prefill and decode speed, peak
+ * RSS and decode roofline at 1, 2, 4, ... up to max_threads threads (0: 1 and
+ * 2, then doubling up to the physical cores); an unknown name fails with
+ * OPTIQ_ERR_INVALID_ARG listing the known ones. */
 optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, optiq_error *err);
 
 /* Free memory returned by the library. */
@@ -222,6 +231,116 @@ const char *optiq_chat_template_source(const optiq_chat_template *t);
 optiq_status optiq_chat_template_render(const optiq_chat_template *t, const char *messages_json, size_t messages_len,
                                         const char *options_json, char **prompt, size_t *prompt_len,
                                         optiq_error *err);
+
+/* ---- engine, sessions, generation ------------------------------------- */
+/*
+ * An engine is a loaded model folder: the language model (weights memory-
+ * mapped, quantized ones kept packed), its tokenizer, chat template and stop
+ * tokens, and a thread pool. Immutable once loaded. A session is one
+ * timeline on an engine: it owns the per-sequence caches (KV caches of the
+ * attention layers, conv and recurrent states of the linear-attention
+ * layers) and its position. Calls on one session must not overlap.
+ */
+typedef struct optiq_engine optiq_engine;
+typedef struct optiq_session optiq_session;
+
+typedef struct optiq_engine_params {
+    int n_threads;        /* 0: physical cores */
+    int64_t context;      /* tokens a session may hold; 0: the model's max_position_embeddings */
+    int64_t prefill_chunk;/* tokens per prefill call; 0: 512 */
+} optiq_engine_params;
+
+optiq_engine_params optiq_engine_default(void);
+
+/* Unknown model_type, a config missing a required key, a tensor missing or
+ * with the wrong shape: a message naming the key or tensor, no engine. */
+optiq_status optiq_engine_load(const char *dir, const optiq_engine_params *params, optiq_engine **out,
+                               optiq_error *err);
+void optiq_engine_free(optiq_engine *e);
+
+const optiq_tokenizer *optiq_engine_tokenizer(const optiq_engine *e);
+/* NULL when the folder carries no chat template. */
+const optiq_chat_template *optiq_engine_chat_template(const optiq_engine *e);
+const char *optiq_engine_model_type(const optiq_engine *e);
+int64_t optiq_engine_vocab_size(const optiq_engine *e);
+int64_t optiq_engine_context(const optiq_engine *e);
+/* Token ids that end generation: generation_config.json's eos_token_id when
+ * present, else config.json's, else the tokenizer's eos (mlx-lm's rule). */
+size_t optiq_engine_eos_ids(const optiq_engine *e, const int32_t **ids);
+
+optiq_status optiq_session_new(optiq_engine *e, optiq_session **out, optiq_error *err);
+void optiq_session_free(optiq_session *s);
+/* Forget every token: the session is as new. */
+void optiq_session_reset(optiq_session *s);
+/* Tokens processed so far. */
+int64_t optiq_session_position(const optiq_session *s);
+
+/* Feed tokens at the session's position (prefill in chunks of the engine's
+ * prefill_chunk). logits (may be NULL) receives the last token's
+ * vocab_size logits. A prompt that does not fit the context fails with
+ * OPTIQ_ERR_CONTEXT and leaves the session unchanged. */
+optiq_status optiq_session_eval(optiq_session *s, const int32_t *ids, size_t n, float *logits, optiq_error *err);
+
+/* Sampling, with mlx-lm's semantics (sample_utils.make_sampler and
+ * make_logits_processors): temperature 0 is greedy (argmax, first index on
+ * ties); otherwise top_p, min_p and top_k filter the log-probabilities in that
+ * order and a token is drawn from softmax(logprobs / temperature). The
+ * penalties look at the last 20 tokens (prompt included). */
+typedef struct optiq_sampling {
+    float temperature;        /* 0: greedy */
+    float top_p;              /* 0 or 1: off */
+    int top_k;                /* 0: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 0 or 1: off; logit / p when positive, * p when negative */
+    float presence_penalty;   /* 0: off; subtracted once from every token seen */
+    float frequency_penalty;  /* 0: off; subtracted per occurrence */
+    int penalty_context;      /* tokens the penalties look back at; 0: 20 */
+    uint64_t seed;            /* the same seed gives the same tokens */
+} optiq_sampling;
+
+optiq_sampling optiq_sampling_default(void); /* greedy */
+
+/* Called for every generated token with the text it completes (possibly
+ * empty while a UTF-8 sequence or a possible stop string is pending). Return
+ * non-zero to stop (finish reason "abort"). */
+typedef int (*optiq_token_fn)(void *user, int32_t id, const char *text, size_t len);
+
+typedef struct optiq_generate_params {
+    optiq_sampling sampling;
+    int max_tokens;             /* 0: until a stop condition or the context is full */
+    const char *const *stop;    /* stop strings (not included in the output) */
+    size_t n_stop;
+    int ignore_eos;             /* 1: EOS tokens do not stop */
+    optiq_token_fn on_token;    /* may be NULL */
+    void *user;
+} optiq_generate_params;
+
+optiq_generate_params optiq_generate_default(void);
+
+typedef struct optiq_generation {
+    int32_t *tokens;            /* generated ids (an EOS that stopped generation is not included) */
+    size_t n_tokens;
+    char *text;                 /* their text, cut before a stop string; NUL-terminated */
+    size_t text_len;
+    const char *finish_reason;  /* "stop" (EOS or stop string), "length" (max_tokens or context), "abort" */
+    int64_t prompt_tokens;
+    double prefill_seconds;     /* time to first token */
+    double decode_seconds;      /* the rest */
+} optiq_generation;
+
+/* Append prompt to the session (prefill), then sample until a stop
+ * condition. The prompt may be empty to continue from the session's state
+ * only when the session already holds tokens. Free the result with
+ * optiq_generation_free. */
+optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_prompt, const optiq_generate_params *p,
+                            optiq_generation *out, optiq_error *err);
+void optiq_generation_free(optiq_generation *g);
+
+/* Run the tokens through a fresh sequence and write a safetensors file with
+ * "tokens" (I32 [n]), "hidden" (F32 [n_layers + 2, n, hidden]: after the
+ * embedding, after every layer, after the final norm) and "logits"
+ * (F32 [n, vocab]), for comparison with a reference run. */
+optiq_status optiq_dump(optiq_engine *e, const int32_t *ids, size_t n, const char *path, optiq_error *err);
 
 #ifdef __cplusplus
 }

@@ -44,6 +44,7 @@ const char *optiq_status_name(optiq_status s) {
     case OPTIQ_ERR_INVALID_ARG: return "invalid argument";
     case OPTIQ_ERR_NOMEM: return "out of memory";
     case OPTIQ_ERR_UNSUPPORTED: return "unsupported";
+    case OPTIQ_ERR_CONTEXT: return "context length exceeded";
     }
     return "unknown error";
 }

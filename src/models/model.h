@@ -1,0 +1,132 @@
+/*
+ * model.h — the language-model interface every family implements.
+ *
+ * A family (qwen3_5.c, later gemma4.c, ...) fills an lm_ops table; the
+ * registry (model.c) picks the family by config.json's model_type. The
+ * runtime only talks to this header: it never sees a family's weights or
+ * the layout of its caches.
+ *
+ *   lm_load        open a model folder, bind every tensor the family needs
+ *                  (weights stay in the safetensors mapping, quantized ones
+ *                  packed; small vectors such as norm weights are converted
+ *                  to f32 copies), check every shape against config.json
+ *   lm_cache_new   the per-sequence state of one timeline: KV caches of the
+ *                  attention layers, conv and recurrent states of linear
+ *                  layers; grows on demand up to `capacity` tokens
+ *   lm_forward     run n new tokens (a prefill chunk, or one decode token)
+ *                  through the model at the cache's current position and
+ *                  advance it; optionally write logits and report hidden
+ *                  states per layer (for `optiq dump` and the parity tests)
+ *
+ * Numerics: the exact path. Activations are f32 throughout; weights are read
+ * in their stored format (bf16/f16/f32, or MLX-quantized and dequantized
+ * inside the kernels). Parity figures are in docs/parity.md.
+ *
+ * Thread safety: a loaded model is immutable and may be shared by many
+ * caches; one forward call at a time per cache. Work inside a call is split
+ * over the thread pool passed in.
+ */
+#ifndef OPTIQ_MODELS_MODEL_H
+#define OPTIQ_MODELS_MODEL_H
+
+#include <stdint.h>
+
+#include "base/error.h"
+#include "base/threadpool.h"
+#include "io/model_dir.h"
+
+typedef struct lm_model lm_model;
+typedef struct lm_cache lm_cache;
+
+/* What the runtime needs to know about a loaded model. */
+typedef struct lm_info {
+    const char *family;       /* "qwen3_5" */
+    const char *model_type;   /* config.json's model_type (points into the config) */
+    int64_t vocab_size;       /* width of a logits row */
+    int64_t hidden_size;      /* width of an embedding / hidden-state row */
+    int n_layers;
+    int64_t max_position;     /* max_position_embeddings: the context limit */
+    int mrope;                /* 1 when positions have three axes (t, h, w) */
+    int tied_embeddings;
+} lm_info;
+
+/* Called with the hidden states (n, hidden_size) of the tokens of this call:
+ * stage 0 after the embedding lookup, stage i (1..n_layers) after layer i-1,
+ * stage n_layers + 1 after the final norm. */
+typedef void (*lm_hidden_fn)(void *user, int stage, const float *h, int64_t n, int64_t hidden);
+
+typedef struct lm_forward_args {
+    const int32_t *tokens;   /* (n) token ids; may be NULL when embeds is set */
+    const float *embeds;     /* (n, hidden) input embeddings used instead of the lookup, or NULL */
+    int64_t n;               /* tokens in this call, >= 1 */
+    const int32_t *positions;/* (3, n) MRoPE positions t/h/w, or NULL: cache position + 0..n-1 on every axis */
+    float *logits;           /* (logits_all ? n : 1, vocab_size), or NULL for none */
+    int logits_all;          /* 1: a logits row per token; 0: the last token's only */
+    lm_hidden_fn on_hidden;  /* may be NULL */
+    void *hidden_user;
+} lm_forward_args;
+
+/* A family's implementation. Every function receives the model it loaded. */
+typedef struct lm_ops {
+    const char *family;
+    const char *const *model_types; /* NULL-terminated list of config model_type values */
+    /* Takes ownership of md (also on failure). */
+    optiq_status (*load)(model_dir *md, lm_model **out, optiq_error *err);
+    void (*free)(lm_model *m);
+    optiq_status (*cache_new)(const lm_model *m, int64_t capacity, lm_cache **out, optiq_error *err);
+    void (*cache_free)(lm_cache *c);
+    void (*cache_reset)(lm_cache *c);
+    optiq_status (*forward)(const lm_model *m, lm_cache *c, thread_pool *pool, const lm_forward_args *a,
+                            optiq_error *err);
+    /* out (n, hidden) = the input embeddings of ids (what forward uses when embeds is NULL). */
+    optiq_status (*embed)(const lm_model *m, const int32_t *ids, int64_t n, float *out, optiq_error *err);
+    /* Weight bytes one decode step reads (every matrix it multiplies with,
+     * packed size incl. scales; for MoE only top-k experts), for the roofline. */
+    uint64_t (*decode_bytes)(const lm_model *m);
+} lm_ops;
+
+/* Every family's model struct starts with this header. */
+struct lm_model {
+    const lm_ops *ops;
+    lm_info info;
+    model_dir *md; /* owned: the weights point into its mappings */
+};
+
+/* Every family's cache struct starts with this header. */
+struct lm_cache {
+    const lm_model *model;
+    int64_t pos;      /* tokens processed so far */
+    int64_t capacity; /* most tokens this cache may hold */
+    int64_t rope_delta; /* MRoPE: decode position = pos + rope_delta (0 for text) */
+};
+
+/* ---- registry and dispatch ---- */
+
+/* Open a model folder and load it with the family its model_type names.
+ * Unknown model types fail with OPTIQ_ERR_UNSUPPORTED listing the known ones. */
+optiq_status lm_load(const char *dir, lm_model **out, optiq_error *err);
+/* Same from an opened folder (ownership of md passes to the call). */
+optiq_status lm_load_dir(model_dir *md, lm_model **out, optiq_error *err);
+void lm_free(lm_model *m);
+const lm_info *lm_get_info(const lm_model *m);
+model_dir *lm_model_dir(const lm_model *m);
+/* The family table for a model_type, or NULL. */
+const lm_ops *lm_find_family(const char *model_type);
+/* Comma-separated list of the model types this build runs (static string). */
+const char *lm_known_model_types(void);
+
+/* capacity: most tokens the sequence may hold (1 .. info.max_position). */
+optiq_status lm_cache_new(const lm_model *m, int64_t capacity, lm_cache **out, optiq_error *err);
+void lm_cache_free(lm_cache *c);
+void lm_cache_reset(lm_cache *c);
+static inline int64_t lm_cache_pos(const lm_cache *c) { return c->pos; }
+
+/* Runs a->n tokens at the cache position. Fails with OPTIQ_ERR_CONTEXT (and
+ * leaves the cache unchanged) when pos + n exceeds the capacity, and with
+ * OPTIQ_ERR_INVALID_ARG for a token id outside the vocabulary. */
+optiq_status lm_forward(const lm_model *m, lm_cache *c, thread_pool *pool, const lm_forward_args *a,
+                        optiq_error *err);
+optiq_status lm_embed(const lm_model *m, const int32_t *ids, int64_t n, float *out, optiq_error *err);
+uint64_t lm_decode_bytes(const lm_model *m);
+
+#endif
