@@ -543,12 +543,12 @@ static optiq_status ensure_scratch(q35_cache *c, const q35_model *m, int64_t n, 
         if (kk * k->moe_inter > w1) w1 = kk * k->moe_inter;
         if (k->shared_inter > w1) w1 = k->shared_inter;
         if (kk * H > w1) w1 = kk * H;
-        int64_t w2 = w1 + (k->conv_k - 1) * m->conv_dim; /* conv window */
         int64_t ws = k->lv_heads > k->n_experts ? k->lv_heads : k->n_experts;
         if (ws < 2 * kk) ws = 2 * kk;
         size_t N = (size_t)n;
+        size_t win = (size_t)((k->conv_k - 1) * m->conv_dim); /* conv window rows before the new ones */
         int ok = grow(&c->h, N * (size_t)H) && grow(&c->xn, N * (size_t)H) && grow(&c->r, N * (size_t)H) &&
-                 grow(&c->big1, N * (size_t)w2) && grow(&c->big2, N * (size_t)w1) && grow(&c->big3, N * (size_t)w1) &&
+                 grow(&c->big1, N * (size_t)w1 + win) && grow(&c->big2, N * (size_t)w1) && grow(&c->big3, N * (size_t)w1) &&
                  grow(&c->big4, N * (size_t)w1) && grow(&c->small1, N * (size_t)ws) && grow(&c->small2, N * (size_t)ws);
         int32_t *p = ok ? realloc(c->pos3, sizeof(int32_t) * 3 * N) : NULL;
         if (p) c->pos3 = p;

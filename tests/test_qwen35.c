@@ -1,0 +1,367 @@
+/*
+ * test_qwen35.c — parity of the Qwen3.5 text tower against mlx-lm.
+ *
+ * Fixtures: tests/fixtures/models/qwen35-* (tools/reference/gen_qwen35.py):
+ * tiny random-weight models of both variants (dense, MoE), bf16 and
+ * MLX-quantized with a mixed per-module table, tied and untied heads, each
+ * with reference.safetensors holding, per prompt, the token ids, mlx-lm's
+ * per-layer hidden states and logits of an f32 run (the same weights with
+ * activations in f32) and of the bf16 run, and 32 greedy tokens of both.
+ *
+ * Tolerances (why):
+ *   f32 run   every stage (embedding, each layer, final norm) and the logits
+ *             within max|ours - ref| <= 1e-4 * max|ref| per stage: both
+ *             compute in f32 from the same weights, only summation order
+ *             differs (measured figures are printed and in docs/parity.md).
+ *   bf16 run  mlx rounds every intermediate to bf16 (8 bits of mantissa), so
+ *             the bf16 run sits at some distance from the f32 run of the same
+ *             weights; our logits must be no farther from the bf16 run than
+ *             mlx-lm's own f32 run is (x 1.01, + 1e-4): "within bf16 noise".
+ *             Both distances are printed per prompt.
+ *   greedy    the 32 greedy tokens equal the f32 run's exactly. Against the
+ *             bf16 run, a divergence is accepted only where bf16 rounding
+ *             explains it: at the first differing step, our token must be
+ *             within the bf16 run's own logit error (max |bf16 - f32| over
+ *             the prompt's logits) of the bf16 run's choice, measured in the
+ *             bf16 run's log-probabilities. Divergences are printed.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "base/threadpool.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "test.h"
+
+static const char *const FIXTURES[] = {"qwen35-dense-bf16", "qwen35-dense-mixed", "qwen35-moe-mixed", "qwen35-moe-bf16"};
+#define N_FIX (sizeof FIXTURES / sizeof FIXTURES[0])
+
+static thread_pool *pool;
+
+/* ---- helpers ---- */
+
+typedef struct capture {
+    float *buf; /* (stages, n, hidden) */
+    int64_t n, hidden;
+    int stages;
+} capture;
+
+static void on_hidden(void *user, int stage, const float *h, int64_t n, int64_t hidden) {
+    capture *c = user;
+    if (stage < c->stages && n == c->n && hidden == c->hidden)
+        memcpy(c->buf + (size_t)stage * (size_t)(n * hidden), h, sizeof(float) * (size_t)(n * hidden));
+}
+
+/* max |a - b| / max |b| */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= md)) md = d; /* NaN propagates */
+        if (fabs((double)b[i]) > mb) mb = fabs((double)b[i]);
+    }
+    return mb > 0 ? md / mb : md;
+}
+
+static int32_t argmax(const float *x, int64_t n) {
+    int32_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = (int32_t)i;
+    return b;
+}
+
+static const st_tensor *ref_tensor(const st_file *f, const char *fmt, int i) {
+    char name[128];
+    snprintf(name, sizeof name, fmt, i);
+    return st_find(f, name);
+}
+
+static const float *ref_f32(const st_tensor *t) { return t && t->dtype == DT_F32 ? (const float *)t->data : NULL; }
+
+/* Full forward of tokens with logits for every token and hidden states. */
+static int run_full(const lm_model *m, const int32_t *tok, int64_t n, float *logits, capture *cap) {
+    lm_cache *c = NULL;
+    optiq_error e;
+    if (lm_cache_new(m, n + 64, &c, &e)) return 0;
+    lm_forward_args a = {tok, NULL, n, NULL, logits, 1, cap ? on_hidden : NULL, cap};
+    int ok = lm_forward(m, c, pool, &a, &e) == OPTIQ_OK;
+    if (!ok) printf("  forward: %s\n", e.message);
+    lm_cache_free(c);
+    return ok;
+}
+
+static char g_summary[8192];
+static size_t g_sum_len;
+#define SUMMARY(...) (g_sum_len += (size_t)snprintf(g_summary + g_sum_len, sizeof g_summary - g_sum_len, __VA_ARGS__))
+
+/* ---- parity on one fixture ---- */
+
+static void test_fixture(const char *name) {
+    char dir[512], refp[600], label[256];
+    snprintf(dir, sizeof dir, "%s", test_path("tests/fixtures/models/"));
+    strncat(dir, name, sizeof dir - strlen(dir) - 1);
+    snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
+    lm_model *m = NULL;
+    st_file *ref = NULL;
+    optiq_error e;
+    snprintf(label, sizeof label, "%s: load model and reference", name);
+    for (TEST_CASE(label)) {
+        CHECKF(lm_load(dir, &m, &e) == OPTIQ_OK, "%s", e.message);
+        CHECKF(st_open(refp, &ref, &e) == OPTIQ_OK, "%s", e.message);
+    }
+    if (!m || !ref) {
+        lm_free(m);
+        st_close(ref);
+        return;
+    }
+    const lm_info *in = lm_get_info(m);
+    int64_t V = in->vocab_size, H = in->hidden_size;
+    int L = in->n_layers;
+    for (int p = 0; p < 8; p++) {
+        const st_tensor *tt = ref_tensor(ref, "p%d.tokens", p);
+        if (!tt) break;
+        const int32_t *tok = tt->data;
+        int64_t T = tt->shape[0];
+        const float *f_hid = ref_f32(ref_tensor(ref, "p%d.f32.hidden", p));
+        const float *f_log = ref_f32(ref_tensor(ref, "p%d.f32.logits", p));
+        const float *b_hid = ref_f32(ref_tensor(ref, "p%d.bf16.hidden", p));
+        const float *b_log = ref_f32(ref_tensor(ref, "p%d.bf16.logits", p));
+        const st_tensor *fg = ref_tensor(ref, "p%d.f32.greedy", p), *bg = ref_tensor(ref, "p%d.bf16.greedy", p);
+        const float *b_glp = ref_f32(ref_tensor(ref, "p%d.bf16.greedy_logprobs", p));
+        float *logits = malloc(sizeof(float) * (size_t)(T * V));
+        capture cap = {malloc(sizeof(float) * (size_t)((L + 2) * T * H)), T, H, L + 2};
+
+        snprintf(label, sizeof label, "%s p%d: hidden states and logits vs mlx-lm f32 (T=%lld)", name, p, (long long)T);
+        double worst_f = 0, worst_b = 0, lf = 0, lb = 0;
+        int worst_stage = 0;
+        for (TEST_CASE(label)) {
+            CHECK(f_hid && f_log && b_hid && b_log && fg && bg);
+            if (!f_hid || !f_log || !b_hid || !b_log) break;
+            CHECK(run_full(m, tok, T, logits, &cap));
+            for (int s = 0; s < L + 2; s++) {
+                size_t off = (size_t)s * (size_t)(T * H);
+                double ef = rel_err(cap.buf + off, f_hid + off, (size_t)(T * H));
+                double eb = rel_err(cap.buf + off, b_hid + off, (size_t)(T * H));
+                if (!(ef <= worst_f)) worst_f = ef, worst_stage = s;
+                if (eb > worst_b) worst_b = eb;
+                CHECKF(ef <= 1e-4, "stage %d: relative error %.3g vs the f32 run", s, ef);
+            }
+            lf = rel_err(logits, f_log, (size_t)(T * V));
+            lb = rel_err(logits, b_log, (size_t)(T * V));
+            double lref = rel_err(f_log, b_log, (size_t)(T * V)); /* mlx-lm's own f32 vs bf16 distance */
+            CHECKF(lf <= 1e-4, "logits: relative error %.3g vs the f32 run", lf);
+            CHECKF(lb <= lref * 1.01 + 1e-4, "logits: relative error %.3g vs the bf16 run, mlx-lm f32 itself is at %.3g",
+                   lb, lref);
+        }
+        printf("  f32 run: worst hidden stage %d rel %.2e, logits rel %.2e | bf16 run: hidden rel %.2e, logits rel %.2e\n",
+               worst_stage, worst_f, lf, worst_b, lb);
+        SUMMARY("%s p%d: f32 hidden %.1e logits %.1e | bf16 hidden %.1e logits %.1e\n", name, p, worst_f, lf, worst_b, lb);
+
+        snprintf(label, sizeof label, "%s p%d: prefill in chunks (1, 3, 16) equals one pass", name, p);
+        for (TEST_CASE(label)) {
+            const int chunks[] = {1, 3, 16};
+            float *lg = malloc(sizeof(float) * (size_t)(T * V));
+            for (int ci = 0; ci < 3; ci++) {
+                lm_cache *c = NULL;
+                CHECK(lm_cache_new(m, T, &c, &e) == OPTIQ_OK);
+                if (!c) break;
+                for (int64_t i = 0; i < T; i += chunks[ci]) {
+                    int64_t k = T - i < chunks[ci] ? T - i : chunks[ci];
+                    lm_forward_args a = {tok + i, NULL, k, NULL, lg + i * V, 1, NULL, NULL};
+                    CHECKF(lm_forward(m, c, pool, &a, &e) == OPTIQ_OK, "%s", e.message);
+                }
+                CHECK(lm_cache_pos(c) == T);
+                double r = rel_err(lg, logits, (size_t)(T * V));
+                CHECKF(r <= 1e-5, "chunk %d: relative error %.3g vs one pass", chunks[ci], r);
+                lm_cache_free(c);
+            }
+            free(lg);
+        }
+
+        snprintf(label, sizeof label, "%s p%d: 32 greedy tokens (decode after prefill) equal mlx-lm f32", name, p);
+        int32_t ours[32];
+        float margin_at_div = NAN;
+        double noise_at_div = NAN;
+        int div_b = -1;
+        for (TEST_CASE(label)) {
+            if (!fg || !bg || fg->shape[0] != 32) {
+                CHECK(0);
+                break;
+            }
+            lm_cache *c = NULL;
+            CHECK(lm_cache_new(m, T + 32, &c, &e) == OPTIQ_OK);
+            if (!c) break;
+            /* as mlx-lm's generate_step: the prompt but its last token, then the last one alone */
+            float *lg = malloc(sizeof(float) * (size_t)V);
+            lm_forward_args a = {tok, NULL, T - 1, NULL, NULL, 0, NULL, NULL};
+            if (T > 1) CHECK(lm_forward(m, c, pool, &a, &e) == OPTIQ_OK);
+            int32_t cur = tok[T - 1];
+            for (int s = 0; s < 32; s++) {
+                lm_forward_args d = {&cur, NULL, 1, NULL, lg, 0, NULL, NULL};
+                CHECKF(lm_forward(m, c, pool, &d, &e) == OPTIQ_OK, "%s", e.message);
+                if (s == 0) {
+                    double r = rel_err(lg, logits + (T - 1) * V, (size_t)V);
+                    CHECKF(r <= 1e-5, "decode after prefill vs one pass: relative error %.3g", r);
+                }
+                cur = ours[s] = argmax(lg, V);
+            }
+            const int32_t *fgt = fg->data, *bgt = bg->data;
+            for (int s = 0; s < 32; s++) CHECKF(ours[s] == fgt[s], "step %d: %d, mlx-lm f32 %d", s, ours[s], fgt[s]);
+            for (int s = 0; s < 32 && div_b < 0; s++)
+                if (ours[s] != bgt[s]) div_b = s;
+            if (div_b >= 0 && b_glp) {
+                /* How far below the bf16 run's choice our token was in the bf16
+                 * run's own log-probabilities: a divergence is explained by bf16
+                 * rounding when that gap is within the bf16 run's measured
+                 * logit error on this prompt (max |bf16 - f32| logits). */
+                const float *lp = b_glp + (size_t)div_b * (size_t)V;
+                margin_at_div = lp[bgt[div_b]] - lp[ours[div_b]];
+                double noise = 0;
+                for (int64_t i = 0; i < T * V; i++) {
+                    double d = fabs((double)b_log[i] - (double)f_log[i]);
+                    if (d > noise) noise = d;
+                }
+                CHECKF(margin_at_div <= noise, "bf16 greedy diverges at step %d: our token is %.3f below the bf16 run's "
+                       "choice in its log-probs, more than its logit error %.3f", div_b, margin_at_div, noise);
+                noise_at_div = noise;
+            }
+            free(lg);
+            lm_cache_free(c);
+        }
+        if (div_b >= 0)
+            printf("  bf16 greedy: first divergence at step %d (gap %.4f in the bf16 run's log-probs; its logit error %.4f)\n",
+                   div_b, margin_at_div, noise_at_div);
+        else printf("  bf16 greedy: all 32 tokens identical\n");
+        SUMMARY("%s p%d: greedy == f32 run; bf16 run %s", name, p, div_b < 0 ? "identical\n" : "diverges at ");
+        if (div_b >= 0) SUMMARY("step %d (gap %.4f <= bf16 logit error %.4f)\n", div_b, margin_at_div, noise_at_div);
+        free(cap.buf);
+        free(logits);
+    }
+    lm_free(m);
+    st_close(ref);
+}
+
+/* ---- bad input ---- */
+
+static char tmproot[256];
+
+/* A copy of a fixture folder in tmproot/sub with config.json replaced by
+ * the result of edit (weights are symlinked). Returns the path. */
+static const char *edited_copy(const char *fixture, const char *sub, void (*edit)(cJSON *cfg)) {
+    static char out[600];
+    char src[512], path[700], cmd[4096];
+    snprintf(src, sizeof src, "%s/tests/fixtures/models/%s", getenv("OPTIQ_ROOT") ? getenv("OPTIQ_ROOT") : ".", fixture);
+    snprintf(out, sizeof out, "%s/%s", tmproot, sub);
+    mkdir(out, 0755);
+    char abs[512];
+    if (!realpath(src, abs)) return NULL;
+    snprintf(cmd, sizeof cmd, "for f in %s/*; do ln -sf \"$f\" %s/; done; rm -f %s/config.json", abs, out, out);
+    if (system(cmd) != 0) return NULL;
+    snprintf(path, sizeof path, "%s/config.json", abs);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    cJSON *cfg = cJSON_Parse(text);
+    if (!cfg) return NULL;
+    edit(cfg);
+    char *s = cJSON_Print(cfg);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    f = fopen(path, "wb");
+    fputs(s, f);
+    fclose(f);
+    free(s);
+    cJSON_Delete(cfg);
+    return out;
+}
+
+static cJSON *text_cfg(cJSON *cfg) {
+    cJSON *t = cJSON_GetObjectItem(cfg, "text_config");
+    return t ? t : cfg;
+}
+static void edit_type(cJSON *cfg) { cJSON_ReplaceItemInObject(cfg, "model_type", cJSON_CreateString("qwen9_next")); }
+static void edit_missing(cJSON *cfg) { cJSON_DeleteItemFromObject(text_cfg(cfg), "hidden_size"); }
+static void edit_shape(cJSON *cfg) {
+    cJSON_ReplaceItemInObject(text_cfg(cfg), "intermediate_size", cJSON_CreateNumber(256));
+}
+static void edit_heads(cJSON *cfg) {
+    cJSON_ReplaceItemInObject(text_cfg(cfg), "linear_num_value_heads", cJSON_CreateNumber(3));
+}
+static void edit_none(cJSON *cfg) { (void)cfg; }
+
+static void expect_load_error(const char *label, const char *dir, optiq_status want, const char *needle) {
+    for (TEST_CASE(label)) {
+        lm_model *m = NULL;
+        optiq_error e = {0};
+        CHECK(dir != NULL);
+        if (!dir) break;
+        optiq_status st = lm_load(dir, &m, &e);
+        CHECKF(st == want, "status %d (%s), expected %d", st, e.message, want);
+        CHECKF(strstr(e.message, needle) != NULL, "message \"%s\" lacks \"%s\"", e.message, needle);
+        CHECK(m == NULL);
+        lm_free(m);
+    }
+}
+
+static void test_bad_input(void) {
+    snprintf(tmproot, sizeof tmproot, "/tmp/optiq-test-q35-XXXXXX");
+    if (!mkdtemp(tmproot)) return;
+    expect_load_error("unknown model_type is refused, naming the supported ones",
+                      edited_copy("qwen35-dense-bf16", "type", edit_type), OPTIQ_ERR_UNSUPPORTED, "qwen3_5_moe");
+    expect_load_error("config without text_config.hidden_size is refused",
+                      edited_copy("qwen35-dense-bf16", "missing", edit_missing), OPTIQ_ERR_FORMAT, "hidden_size missing");
+    expect_load_error("weights of the wrong shape are refused, naming the tensor",
+                      edited_copy("qwen35-dense-bf16", "shape", edit_shape), OPTIQ_ERR_FORMAT, "mlp.gate_proj");
+    expect_load_error("linear_num_value_heads not a multiple of the key heads is refused",
+                      edited_copy("qwen35-dense-mixed", "heads", edit_heads), OPTIQ_ERR_FORMAT, "linear_num_value_heads");
+
+    const char *ok_dir = edited_copy("qwen35-dense-bf16", "same", edit_none);
+    for (TEST_CASE("context: a prompt longer than the cache fails cleanly, the cache stays usable")) {
+        lm_model *m = NULL;
+        optiq_error e;
+        CHECKF(ok_dir && lm_load(ok_dir, &m, &e) == OPTIQ_OK, "%s", e.message);
+        if (!m) break;
+        lm_cache *c = NULL;
+        CHECK(lm_cache_new(m, 8, &c, &e) == OPTIQ_OK);
+        CHECK(lm_cache_new(m, lm_get_info(m)->max_position + 1, &(lm_cache *){NULL}, &e) == OPTIQ_ERR_INVALID_ARG);
+        int32_t tok[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+        float *lg = malloc(sizeof(float) * (size_t)lm_get_info(m)->vocab_size);
+        lm_forward_args a = {tok, NULL, 9, NULL, lg, 0, NULL, NULL};
+        CHECK(lm_forward(m, c, pool, &a, &e) == OPTIQ_ERR_CONTEXT);
+        CHECKF(strstr(e.message, "do not fit") != NULL, "%s", e.message);
+        CHECK(lm_cache_pos(c) == 0);
+        a.n = 8;
+        CHECK(lm_forward(m, c, pool, &a, &e) == OPTIQ_OK);
+        a.n = 1;
+        CHECK(lm_forward(m, c, pool, &a, &e) == OPTIQ_ERR_CONTEXT);
+        int32_t bad = (int32_t)lm_get_info(m)->vocab_size;
+        lm_cache_reset(c);
+        lm_forward_args b = {&bad, NULL, 1, NULL, lg, 0, NULL, NULL};
+        CHECK(lm_forward(m, c, pool, &b, &e) == OPTIQ_ERR_INVALID_ARG);
+        bad = -1;
+        CHECK(lm_forward(m, c, pool, &b, &e) == OPTIQ_ERR_INVALID_ARG);
+        free(lg);
+        lm_cache_free(c);
+        lm_free(m);
+    }
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmproot);
+    if (system(cmd) != 0) printf("  could not remove %s\n", tmproot);
+}
+
+int main(void) {
+    pool = pool_create(2);
+    for (size_t i = 0; i < N_FIX; i++) test_fixture(FIXTURES[i]);
+    test_bad_input();
+    printf("---- summary ----\n%s", g_summary);
+    pool_free(pool);
+    return test_finish();
+}
