@@ -7,8 +7,8 @@
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      build/optiq bench
 #
-# Sources named *_avx2.c / *_avx512.c get the matching -m flags; the code in them
-# is only called after a run-time CPU check (src/base/cpu.c).
+# Sources named *_avx2.c / *_avx512.c / *_vnni.c get the matching -m flags; the
+# code in them is only called after a run-time CPU check (src/base/cpu.c).
 
 CC      ?= gcc
 BUILD   ?= build
@@ -24,6 +24,7 @@ LDFLAGS ?=
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+VNNI_FLAGS   = $(AVX512_FLAGS) -mavx512vnni
 
 LIB_SRC  := $(sort $(shell find src -name '*.c'))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -41,6 +42,9 @@ $(BUILD)/%_avx2.o: %_avx2.c
 $(BUILD)/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/%_vnni.o: %_vnni.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(VNNI_FLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
@@ -73,6 +77,9 @@ $(BUILD)/fuzz/obj/%_avx2.o: %_avx2.c
 $(BUILD)/fuzz/obj/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/obj/%_vnni.o: %_vnni.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(VNNI_FLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@

@@ -42,6 +42,19 @@ static cpu_level pick_level(const qtraits *t, const qmm_opts *o) {
     return (cpu_level)l;
 }
 
+/* The int8-activation kernel of a level, if it is usable here. */
+static int use_q8(const qkern_level *kl, cpu_level level, const qmm_opts *o) {
+    if (!o || !o->q8 || !kl->mm_q8) return 0;
+    return level != CPU_AVX512 || cpu_get_features()->avx512vnni;
+}
+
+int qmatmul_uses_q8(const qweight *w, const qmm_opts *opts) {
+    const qtraits *t = qtraits_find(w->fmt);
+    if (!t) return 0;
+    cpu_level l = pick_level(t, opts);
+    return use_q8(&t->kern[l], l, opts);
+}
+
 cpu_level qmatmul_level(const qweight *w, const qmm_opts *opts) {
     const qtraits *t = qtraits_find(w->fmt);
     return t ? pick_level(t, opts) : CPU_PORTABLE;
@@ -137,9 +150,9 @@ static qprep_fn prep_of(const qkern_level *kl, cpu_level level) {
 }
 
 /* Scratch of run(): pointer arrays, then prepared rows, then group sums. */
-static size_t run_scratch_bytes(const qweight *w, const qkern_level *kl, cpu_level level, int64_t m) {
+static size_t run_scratch_bytes(const qweight *w, const qkern_level *kl, cpu_level level, int q8, int64_t m) {
     size_t ptr_bytes = ((size_t)m * 3 * sizeof(void *) + 63) & ~(size_t)63;
-    size_t prep_bytes = prep_of(kl, level) ? (size_t)m * (size_t)qkern_prep_len(w->cols) * sizeof(float) : 0;
+    size_t prep_bytes = (q8 || prep_of(kl, level)) ? (size_t)m * (size_t)qkern_prep_len(w->cols) * sizeof(float) : 0;
     size_t sum_bytes =
         w->fmt.mode == QMODE_AFFINE ? (((size_t)m * (size_t)qweight_groups(w) * sizeof(float) + 63) & ~(size_t)63) : 0;
     return ptr_bytes + prep_bytes + sum_bytes;
@@ -148,11 +161,11 @@ static size_t run_scratch_bytes(const qweight *w, const qkern_level *kl, cpu_lev
 /* Shared by qmatmul_ex and qmatmul_moe: rows come grouped into segments
  * already; order[k] is the activation row of position k (NULL: k). scr holds
  * run_scratch_bytes(), 64-byte aligned. */
-static void run(thread_pool *pool, const qweight *w, const qtraits *t, cpu_level level, const float *x, int64_t ldx,
-                float *y, int64_t ldy, const segment *seg, int64_t n_seg, const int64_t *order, int64_t m,
+static void run(thread_pool *pool, const qweight *w, const qtraits *t, cpu_level level, int q8, const float *x,
+                int64_t ldx, float *y, int64_t ldy, const segment *seg, int64_t n_seg, const int64_t *order, int64_t m,
                 uint8_t *scr) {
     const qkern_level *kl = &t->kern[level];
-    const qprep_fn prep_fn = prep_of(kl, level);
+    const qprep_fn prep_fn = q8 ? kl->prep_q8 : prep_of(kl, level);
     const int64_t K = w->cols, G = qweight_groups(w), plen = qkern_prep_len(K);
     const int affine = w->fmt.mode == QMODE_AFFINE;
     size_t ptr_bytes = ((size_t)m * 3 * sizeof(void *) + 63) & ~(size_t)63;
@@ -190,7 +203,7 @@ static void run(thread_pool *pool, const qweight *w, const qtraits *t, cpu_level
     mm_ctx c = {0};
     c.w = w;
     c.t = t;
-    c.mm = kl->mm;
+    c.mm = q8 ? kl->mm_q8 : kl->mm;
     c.seg = seg;
     c.n_seg = n_seg;
     c.row_bytes = qweight_row_bytes(w);
@@ -226,11 +239,12 @@ optiq_status qmatmul_ex(thread_pool *pool, const qweight *w, const float *x, int
     if (m == 0 || w->rows == 0) return OPTIQ_OK;
     const qtraits *t = qtraits_find(w->fmt);
     cpu_level level = pick_level(t, opts);
-    size_t need = run_scratch_bytes(w, &t->kern[level], level, m);
+    int q8 = use_q8(&t->kern[level], level, opts);
+    size_t need = run_scratch_bytes(w, &t->kern[level], level, q8, m);
     uint8_t *scr = scratch_get(need);
     if (!scr) return err_set(err, OPTIQ_ERR_NOMEM, "quantized matmul: no memory for %zu bytes of scratch", need);
     segment seg = {mat, 0, m};
-    run(pool, w, t, level, x, ldx, y, ldy, &seg, 1, NULL, m, scr);
+    run(pool, w, t, level, q8, x, ldx, y, ldy, &seg, 1, NULL, m, scr);
     return OPTIQ_OK;
 }
 
@@ -254,10 +268,11 @@ optiq_status qmatmul_moe(thread_pool *pool, const qweight *w, const int32_t *exp
     const qtraits *t = qtraits_find(w->fmt);
 
     cpu_level level = pick_level(t, opts);
+    int q8 = use_q8(&t->kern[level], level, opts);
 
     /* scratch: run()'s part, then order [m], segments [min(m, E)], counts [E + 1] */
     int64_t E = w->n_mats, max_seg = m < E ? m : E;
-    size_t run_bytes = run_scratch_bytes(w, &t->kern[level], level, m);
+    size_t run_bytes = run_scratch_bytes(w, &t->kern[level], level, q8, m);
     size_t need =
         run_bytes + (size_t)m * sizeof(int64_t) + (size_t)max_seg * sizeof(segment) + (size_t)(E + 1) * sizeof(int64_t);
     uint8_t *scr = scratch_get(need);
@@ -275,6 +290,6 @@ optiq_status qmatmul_moe(thread_pool *pool, const qweight *w, const int32_t *exp
         count[e + 1] += count[e];
     }
     for (int64_t i = 0; i < m; i++) order[count[expert[i]]++] = i;
-    run(pool, w, t, level, x, ldx, y, ldy, seg, n_seg, order, m, scr);
+    run(pool, w, t, level, q8, x, ldx, y, ldy, seg, n_seg, order, m, scr);
     return OPTIQ_OK;
 }

@@ -36,9 +36,15 @@ typedef struct qmm_opts {
     int64_t mat; /* matrix of an expert stack (qmatmul_ex only) */
     int64_t ldx; /* floats between rows of x; 0: cols */
     int64_t ldy; /* floats between rows of y; 0: rows */
+    int q8;      /* 1: int8 activations where the format has such a kernel at the
+                  * chosen level (affine 4/8-bit: portable, or AVX-512 with VNNI);
+                  * other formats and levels keep the f32 path. See qkern.h. */
 } qmm_opts;
 
-static inline qmm_opts qmm_opts_default(void) { return (qmm_opts){-1, 0, 0, 0}; }
+static inline qmm_opts qmm_opts_default(void) { return (qmm_opts){-1, 0, 0, 0, 0}; }
+
+/* 1 when qmatmul with opts would use the int8-activation kernel for w. */
+int qmatmul_uses_q8(const qweight *w, const qmm_opts *opts);
 
 /* y (m, rows) = x (m, cols) · Wᵀ for a 2-D qweight (or matrix 0 of a stack). */
 optiq_status qmatmul(thread_pool *pool, const qweight *w, const float *x, int64_t m, float *y, optiq_error *err);
