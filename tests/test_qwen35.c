@@ -24,6 +24,9 @@
  *             within the bf16 run's own logit error (max |bf16 - f32| over
  *             the prompt's logits) of the bf16 run's choice, measured in the
  *             bf16 run's log-probabilities. Divergences are printed.
+ *   fast path int8 activations (lm_set_fast) are rounding noise like bf16's:
+ *             mean KL(exact || fast) over the prompt must stay below 1e-4 or
+ *             below 4x mlx-lm's own KL(f32 run || bf16 run) on that prompt.
  */
 #include <math.h>
 #include <stdio.h>
@@ -67,6 +70,19 @@ static double rel_err(const float *a, const float *b, size_t n) {
         if (fabs((double)b[i]) > mb) mb = fabs((double)b[i]);
     }
     return mb > 0 ? md / mb : md;
+}
+
+/* KL(softmax(a) || softmax(b)) in f64. */
+static double kl_div(const float *a, const float *b, int64_t n) {
+    double ma = -INFINITY, mb = -INFINITY, za = 0, zb = 0, kl = 0;
+    for (int64_t v = 0; v < n; v++) ma = fmax(ma, a[v]), mb = fmax(mb, b[v]);
+    for (int64_t v = 0; v < n; v++) za += exp(a[v] - ma), zb += exp(b[v] - mb);
+    double lza = log(za), lzb = log(zb);
+    for (int64_t v = 0; v < n; v++) {
+        double la = a[v] - ma - lza, lb = b[v] - mb - lzb;
+        kl += exp(la) * (la - lb);
+    }
+    return kl;
 }
 
 static int32_t argmax(const float *x, int64_t n) {
@@ -162,6 +178,28 @@ static void test_fixture(const char *name) {
         printf("  f32 run: worst hidden stage %d rel %.2e, logits rel %.2e | bf16 run: hidden rel %.2e, logits rel %.2e\n",
                worst_stage, worst_f, lf, worst_b, lb);
         SUMMARY("%s p%d: f32 hidden %.1e logits %.1e | bf16 hidden %.1e logits %.1e\n", name, p, worst_f, lf, worst_b, lb);
+
+        snprintf(label, sizeof label, "%s p%d: fast path (int8 activations): KL to the exact path", name, p);
+        double kl_mean = 0, kl_max = 0, kl_ref = 0;
+        for (TEST_CASE(label)) {
+            float *lq = malloc(sizeof(float) * (size_t)(T * V));
+            lm_set_fast(m, 1);
+            CHECK(run_full(m, tok, T, lq, NULL));
+            lm_set_fast(m, 0);
+            for (int64_t t = 0; t < T; t++) {
+                double kl = kl_div(logits + t * V, lq + t * V, V);
+                kl_mean += kl / (double)T;
+                if (kl > kl_max) kl_max = kl;
+                if (f_log && b_log) kl_ref += kl_div(f_log + t * V, b_log + t * V, V) / (double)T;
+            }
+            /* int8 rounding of activations is noise of the same kind as bf16
+             * rounding; allow up to 4x mlx-lm's own bf16-vs-f32 divergence */
+            CHECKF(kl_mean <= 1e-4 || kl_mean <= 4 * kl_ref, "mean KL %.3g (mlx-lm bf16 vs f32: %.3g)", kl_mean, kl_ref);
+            free(lq);
+        }
+        printf("  fast path: KL vs exact mean %.2e, max %.2e (mlx-lm's bf16 run vs its f32 run: mean %.2e)\n", kl_mean,
+               kl_max, kl_ref);
+        SUMMARY("%s p%d: fast path KL mean %.1e max %.1e (mlx bf16 vs f32: %.1e)\n", name, p, kl_mean, kl_max, kl_ref);
 
         snprintf(label, sizeof label, "%s p%d: prefill in chunks (1, 3, 16) equals one pass", name, p);
         for (TEST_CASE(label)) {

@@ -82,13 +82,14 @@ void linear_free(linear *l) {
 }
 
 optiq_status linear_apply(thread_pool *pool, const linear *l, int64_t mat, const float *x, int64_t m, float *y,
-                          int64_t ldy, optiq_error *err) {
+                          int64_t ldy, int q8, optiq_error *err) {
     optiq_status st;
     if (ldy == 0) ldy = l->rows;
     if (l->quantized) {
         qmm_opts o = qmm_opts_default();
         o.mat = mat;
         o.ldy = ldy;
+        o.q8 = q8;
         st = qmatmul_ex(pool, &l->q, x, m, y, &o, err);
     } else {
         mm_opts o = mm_opts_default();
@@ -149,16 +150,20 @@ optiq_status weight_vec_f32(const weight_src *src, const char *name, int ndim, c
 }
 
 optiq_status linear_apply_moe(thread_pool *pool, const linear *l, const int32_t *expert, const float *x, int64_t m,
-                              float *y, optiq_error *err) {
+                              float *y, int q8, optiq_error *err) {
     for (int64_t i = 0; i < m; i++)
         if (expert[i] < 0 || expert[i] >= l->n_mats)
             return err_set(err, OPTIQ_ERR_INVALID_ARG, "expert %d outside [0, %lld)", expert[i], (long long)l->n_mats);
-    if (l->quantized && !l->bias) return qmatmul_moe(pool, &l->q, expert, x, m, y, NULL, err);
+    if (l->quantized && !l->bias) {
+        qmm_opts o = qmm_opts_default();
+        o.q8 = q8;
+        return qmatmul_moe(pool, &l->q, expert, x, m, y, &o, err);
+    }
     /* Float experts (or biased ones): one call per row run of the same expert. */
     for (int64_t i = 0; i < m;) {
         int64_t j = i + 1;
         while (j < m && expert[j] == expert[i]) j++;
-        optiq_status st = linear_apply(pool, l, expert[i], x + i * l->cols, j - i, y + i * l->rows, 0, err);
+        optiq_status st = linear_apply(pool, l, expert[i], x + i * l->cols, j - i, y + i * l->rows, 0, q8, err);
         if (st) return st;
         i = j;
     }

@@ -44,15 +44,16 @@ optiq_status linear_bind(const weight_src *src, const char *name, int64_t n_mats
                          int want_bias, linear *out, optiq_error *err);
 void linear_free(linear *l);
 
-/* y (m, rows) = x (m, cols) · W[mat]ᵀ (+ bias). ldy: floats between rows of y (0: rows). */
+/* y (m, rows) = x (m, cols) · W[mat]ᵀ (+ bias). ldy: floats between rows of y (0: rows).
+ * q8: quantized weights may use the int8-activation kernels (qmatmul.h). */
 optiq_status linear_apply(thread_pool *pool, const linear *l, int64_t mat, const float *x, int64_t m, float *y,
-                          int64_t ldy, optiq_error *err);
+                          int64_t ldy, int q8, optiq_error *err);
 
 /* Mixture of experts: y[i] (rows) = x[i] (cols) · W[expert[i]]ᵀ for m rows
  * (a token routed to k experts is k rows). Rows of one expert share one
  * pass over its weights. */
 optiq_status linear_apply_moe(thread_pool *pool, const linear *l, const int32_t *expert, const float *x, int64_t m,
-                              float *y, optiq_error *err);
+                              float *y, int q8, optiq_error *err);
 
 /* out (n, cols) = rows ids of matrix 0 (an embedding table). */
 optiq_status linear_rows(const linear *l, const int32_t *ids, int64_t n, float *out, optiq_error *err);

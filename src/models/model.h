@@ -18,9 +18,14 @@
  *                  advance it; optionally write logits and report hidden
  *                  states per layer (for `optiq dump` and the parity tests)
  *
- * Numerics: the exact path. Activations are f32 throughout; weights are read
- * in their stored format (bf16/f16/f32, or MLX-quantized and dequantized
- * inside the kernels). Parity figures are in docs/parity.md.
+ * Numerics: activations are f32 throughout; weights are read in their stored
+ * format (bf16/f16/f32, or MLX-quantized and dequantized inside the kernels).
+ * The default is the exact path: every product in f32, the path the parity
+ * tests hold to the f32 reference. lm_set_fast(m, 1) lets products with
+ * affine 4/8-bit weights quantize the activations to int8 per 32 columns
+ * (qkern.h) where the CPU has a kernel for it; on the parity fixtures this
+ * moves the logits about as far as the reference's own bf16 inference does
+ * (figures: docs/parity.md), so it stays opt-in.
  *
  * Thread safety: a loaded model is immutable and may be shared by many
  * caches; one forward call at a time per cache. Work inside a call is split
@@ -90,6 +95,7 @@ struct lm_model {
     const lm_ops *ops;
     lm_info info;
     model_dir *md; /* owned: the weights point into its mappings */
+    int fast;      /* 1: int8 activations in quantized products (lm_set_fast) */
 };
 
 /* Every family's cache struct starts with this header. */
@@ -109,6 +115,8 @@ optiq_status lm_load(const char *dir, lm_model **out, optiq_error *err);
 optiq_status lm_load_dir(model_dir *md, lm_model **out, optiq_error *err);
 void lm_free(lm_model *m);
 const lm_info *lm_get_info(const lm_model *m);
+/* 1: fast path (int8 activations where supported); 0 (default): exact path. */
+void lm_set_fast(lm_model *m, int fast);
 model_dir *lm_model_dir(const lm_model *m);
 /* The family table for a model_type, or NULL. */
 const lm_ops *lm_find_family(const char *model_type);

@@ -566,6 +566,9 @@ static optiq_status ensure_scratch(q35_cache *c, const q35_model *m, int64_t n, 
     return OPTIQ_OK;
 }
 
+/* Quantized products use int8 activations when the model is set to fast. */
+#define Q8(m) ((m)->base.fast)
+
 /* ---- gated deltanet ---- */
 
 typedef struct gdn_ctx {
@@ -641,10 +644,10 @@ static optiq_status gdn_forward(const q35_model *m, const q35_layer *L, q35_cach
     float *y = c->big4;              /* (n, Hv*Dv) */
     float *bb = c->small1, *aa = c->small2; /* (n, Hv) */
     optiq_status st;
-    if ((st = linear_apply(pool, &L->in_qkv, 0, x, n, qkv, 0, err))) return st;
-    if ((st = linear_apply(pool, &L->in_z, 0, x, n, z, 0, err))) return st;
-    if ((st = linear_apply(pool, &L->in_b, 0, x, n, bb, 0, err))) return st;
-    if ((st = linear_apply(pool, &L->in_a, 0, x, n, aa, 0, err))) return st;
+    if ((st = linear_apply(pool, &L->in_qkv, 0, x, n, qkv, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->in_z, 0, x, n, z, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->in_b, 0, x, n, bb, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->in_a, 0, x, n, aa, 0, Q8(m), err))) return st;
     float *cs = c->conv[li];
     memcpy(win, cs, sizeof(float) * (size_t)((K - 1) * C));
     for (int64_t t = 0; t < n; t++)
@@ -678,7 +681,7 @@ static optiq_status gdn_forward(const q35_model *m, const q35_layer *L, q35_cach
     /* gated norm: rmsnorm(y; norm.weight) * silu(z) per (token, head) */
     nn_rmsnorm(y, n * Hv, Dv, L->gnorm, (float)k->eps, y);
     for (int64_t i = 0; i < n * Hv * Dv; i++) y[i] *= nn_silu(z[i]);
-    return linear_apply(pool, &L->out_proj, 0, y, n, out, 0, err);
+    return linear_apply(pool, &L->out_proj, 0, y, n, out, 0, Q8(m), err);
 }
 
 /* ---- full attention ---- */
@@ -692,9 +695,9 @@ static optiq_status attn_forward(const q35_model *m, const q35_layer *L, q35_cac
     float *o = c->big4;   /* (n, Hq, D) */
     float *kn = c->kc[li] + p0 * Hkv * D, *vn = c->vc[li] + p0 * Hkv * D;
     optiq_status st;
-    if ((st = linear_apply(pool, &L->q, 0, x, n, qg, 0, err))) return st;
-    if ((st = linear_apply(pool, &L->k, 0, x, n, kn, 0, err))) return st;
-    if ((st = linear_apply(pool, &L->v, 0, x, n, vn, 0, err))) return st;
+    if ((st = linear_apply(pool, &L->q, 0, x, n, qg, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->k, 0, x, n, kn, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->v, 0, x, n, vn, 0, Q8(m), err))) return st;
     for (int64_t t = 0; t < n; t++)
         for (int64_t h = 0; h < Hq; h++) memcpy(q + (t * Hq + h) * D, qg + (t * Hq + h) * 2 * D, sizeof(float) * (size_t)D);
     nn_rmsnorm(q, n * Hq, D, L->q_norm, (float)k->eps, q);
@@ -709,7 +712,7 @@ static optiq_status attn_forward(const q35_model *m, const q35_layer *L, q35_cac
             const float *gate = qg + (t * Hq + h) * 2 * D + D;
             for (int64_t e = 0; e < D; e++) oh[e] *= nn_sigmoid(gate[e]);
         }
-    return linear_apply(pool, &L->o, 0, o, n, out, 0, err);
+    return linear_apply(pool, &L->o, 0, o, n, out, 0, Q8(m), err);
 }
 
 /* ---- mlp / moe ---- */
@@ -718,10 +721,10 @@ static optiq_status mlp_forward(const q35_model *m, const q35_layer *L, q35_cach
                                 const float *x, int64_t n, float *out, optiq_error *err) {
     int64_t I = m->c.inter;
     optiq_status st;
-    if ((st = linear_apply(pool, &L->gate, 0, x, n, c->big2, 0, err))) return st;
-    if ((st = linear_apply(pool, &L->up, 0, x, n, c->big3, 0, err))) return st;
+    if ((st = linear_apply(pool, &L->gate, 0, x, n, c->big2, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->up, 0, x, n, c->big3, 0, Q8(m), err))) return st;
     nn_swiglu(c->big2, c->big3, n * I);
-    return linear_apply(pool, &L->down, 0, c->big2, n, out, 0, err);
+    return linear_apply(pool, &L->down, 0, c->big2, n, out, 0, Q8(m), err);
 }
 
 static optiq_status moe_forward(const q35_model *m, const q35_layer *L, q35_cache *c, thread_pool *pool,
@@ -733,7 +736,7 @@ static optiq_status moe_forward(const q35_model *m, const q35_layer *L, q35_cach
     float *xr = c->big1;        /* (n*K, H) tokens repeated per expert slot */
     float *g = c->big2, *u = c->big3, *d = c->big4; /* (n*K, Ie), (n*K, Ie), (n*K, H) */
     optiq_status st;
-    if ((st = linear_apply(pool, &L->router, 0, x, n, probs, 0, err))) return st;
+    if ((st = linear_apply(pool, &L->router, 0, x, n, probs, 0, Q8(m), err))) return st;
     for (int64_t t = 0; t < n; t++) {
         float *p = probs + t * E;
         nn_softmax(p, E);
@@ -753,10 +756,10 @@ static optiq_status moe_forward(const q35_model *m, const q35_layer *L, q35_cach
             for (int64_t s = 0; s < K; s++) scores[t * K + s] /= sum;
         for (int64_t s = 0; s < K; s++) memcpy(xr + (t * K + s) * H, x + t * H, sizeof(float) * (size_t)H);
     }
-    if ((st = linear_apply_moe(pool, &L->ex_gate, c->ids, xr, n * K, g, err))) return st;
-    if ((st = linear_apply_moe(pool, &L->ex_up, c->ids, xr, n * K, u, err))) return st;
+    if ((st = linear_apply_moe(pool, &L->ex_gate, c->ids, xr, n * K, g, Q8(m), err))) return st;
+    if ((st = linear_apply_moe(pool, &L->ex_up, c->ids, xr, n * K, u, Q8(m), err))) return st;
     nn_swiglu(g, u, n * K * Ie);
-    if ((st = linear_apply_moe(pool, &L->ex_down, c->ids, g, n * K, d, err))) return st;
+    if ((st = linear_apply_moe(pool, &L->ex_down, c->ids, g, n * K, d, Q8(m), err))) return st;
     for (int64_t t = 0; t < n; t++) {
         float *o = out + t * H;
         memset(o, 0, sizeof(float) * (size_t)H);
@@ -768,11 +771,11 @@ static optiq_status moe_forward(const q35_model *m, const q35_layer *L, q35_cach
     }
     /* shared expert, gated per token */
     float *sg = c->small1; /* (n) */
-    if ((st = linear_apply(pool, &L->sh_router, 0, x, n, sg, 0, err))) return st;
-    if ((st = linear_apply(pool, &L->sh_gate, 0, x, n, g, 0, err))) return st;
-    if ((st = linear_apply(pool, &L->sh_up, 0, x, n, u, 0, err))) return st;
+    if ((st = linear_apply(pool, &L->sh_router, 0, x, n, sg, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->sh_gate, 0, x, n, g, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->sh_up, 0, x, n, u, 0, Q8(m), err))) return st;
     nn_swiglu(g, u, n * Is);
-    if ((st = linear_apply(pool, &L->sh_down, 0, g, n, d, 0, err))) return st;
+    if ((st = linear_apply(pool, &L->sh_down, 0, g, n, d, 0, Q8(m), err))) return st;
     for (int64_t t = 0; t < n; t++) {
         float w = nn_sigmoid(sg[t]);
         for (int64_t e = 0; e < H; e++) out[t * H + e] += w * d[t * H + e];
@@ -830,7 +833,7 @@ static optiq_status q35_forward(const lm_model *bm, lm_cache *bc, thread_pool *p
         const linear *head = k->tie ? &m->embed : &m->head;
         int64_t rows = a->logits_all ? n : 1;
         const float *src = a->logits_all ? h : h + (n - 1) * H;
-        if ((st = linear_apply(pool, head, 0, src, rows, a->logits, 0, err))) return st;
+        if ((st = linear_apply(pool, head, 0, src, rows, a->logits, 0, Q8(m), err))) return st;
     }
     return OPTIQ_OK;
 fail:

@@ -194,9 +194,75 @@ AI void affine_body(const qmm_args *a, const int MB, const int KIND, const int N
     }
 }
 
+/* ---- one activation row (decode): NR weight rows share each load of x -------
+ * Same operations per (weight row, activation row) as affine_body, in the same
+ * order (so a row's result does not depend on the block size), but the x
+ * vectors of a group are loaded once for NR weight rows: with a single
+ * activation row, x traffic would otherwise exceed the weight bytes 8:1. */
+AI void affine_rows1(const qmm_args *a, const int NR, const int KIND, const int NCH, int64_t r) {
+    const int gs = 32 * NCH;
+    const int64_t G = a->K / gs;
+    const size_t es = dtype_size(a->sdt);
+    const float *x = a->x[0];
+    const uint8_t *w[4], *s[4], *b[4];
+    float sc[4][16] __attribute__((aligned(64)));
+    __m512 acc0[4], acc1[4];
+    UNROLL for (int j = 0; j < NR; j++) {
+        w[j] = a->w + (size_t)(r + j) * a->w_stride;
+        s[j] = a->s + (size_t)(r + j) * a->s_stride;
+        b[j] = a->b + (size_t)(r + j) * a->s_stride;
+        acc0[j] = acc1[j] = _mm512_setzero_ps();
+    }
+    for (int64_t g0 = 0; g0 < G; g0 += 16) {
+        int ng = (int)(G - g0 < 16 ? G - g0 : 16);
+        UNROLL for (int j = 0; j < NR; j++) _mm512_store_ps(sc[j], load_scales(s[j] + g0 * es, a->sdt, ng));
+        for (int gi = 0; gi < ng; gi++) {
+            const int64_t col = (g0 + gi) * gs;
+            __m512 g[4];
+            UNROLL for (int j = 0; j < NR; j++) {
+                g[j] = _mm512_setzero_ps();
+                _mm_prefetch((const char *)w[j] + (KIND == A4 ? col / 2 : col) + PF_DIST, _MM_HINT_T0);
+            }
+            UNROLL for (int c = 0; c < NCH; c++) {
+                __m512 x0 = _mm512_loadu_ps(x + col + 32 * c), x1 = _mm512_loadu_ps(x + col + 32 * c + 16);
+                UNROLL for (int j = 0; j < NR; j++) {
+                    __m512 v0, v1;
+                    affine_chunk(w[j], col + 32 * c, KIND, &v0, &v1);
+                    g[j] = _mm512_fmadd_ps(v0, x0, g[j]);
+                    g[j] = _mm512_fmadd_ps(v1, x1, g[j]);
+                }
+            }
+            if (gi & 1) {
+                UNROLL for (int j = 0; j < NR; j++) acc1[j] = _mm512_fmadd_ps(_mm512_set1_ps(sc[j][gi]), g[j], acc1[j]);
+            } else {
+                UNROLL for (int j = 0; j < NR; j++) acc0[j] = _mm512_fmadd_ps(_mm512_set1_ps(sc[j][gi]), g[j], acc0[j]);
+            }
+        }
+    }
+    for (int64_t g0 = 0; g0 < G; g0 += 16) {
+        int ng = (int)(G - g0 < 16 ? G - g0 : 16);
+        __m512 xs = _mm512_maskz_loadu_ps(mask_n(ng), a->xsum[0] + g0);
+        UNROLL for (int j = 0; j < NR; j++) acc1[j] = _mm512_fmadd_ps(load_scales(b[j] + g0 * es, a->sdt, ng), xs, acc1[j]);
+    }
+    UNROLL for (int j = 0; j < NR; j++) a->y[0][r + j] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[j], acc1[j]));
+}
+
+AI void affine_single(const qmm_args *a, const int KIND, const int NCH) {
+    int64_t r = 0;
+    for (; r + 4 <= a->n_rows; r += 4) affine_rows1(a, 4, KIND, NCH, r);
+    for (; r < a->n_rows; r++) affine_rows1(a, 1, KIND, NCH, r);
+}
+
 /* Specialised on the group size (32, 64, 128: 1, 2, 4 chunks) so the chunk loop unrolls. */
 #define AFFINE_ENTRY(name, KIND)                              \
     void name(const qmm_args *a) {                            \
+        if (a->mb == 1 && KIND != AU8) {                      \
+            switch (a->gs) {                                  \
+            case 32: affine_single(a, KIND, 1); return;       \
+            case 64: affine_single(a, KIND, 2); return;       \
+            default: affine_single(a, KIND, 4); return;       \
+            }                                                 \
+        }                                                     \
         switch (a->gs) {                                      \
         case 32: DISPATCH_MB(affine_body, a, KIND, 1); break; \
         case 64: DISPATCH_MB(affine_body, a, KIND, 2); break; \
