@@ -6,7 +6,8 @@
  * MLX-quantized with a mixed per-module table, tied and untied heads, each
  * with reference.safetensors holding, per prompt, the token ids, mlx-lm's
  * per-layer hidden states and logits of an f32 run (the same weights with
- * activations in f32) and of the bf16 run, and 32 greedy tokens of both.
+ * activations in f32; stored F32) and of the bf16 run (stored BF16, its exact
+ * values), and 32 greedy tokens of both.
  *
  * Tolerances (why):
  *   f32 run   every stage (embedding, each layer, final norm) and the logits
@@ -37,6 +38,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/dtype.h"
 #include "base/threadpool.h"
 #include "io/safetensors.h"
 #include "models/model.h"
@@ -98,7 +100,18 @@ static const st_tensor *ref_tensor(const st_file *f, const char *fmt, int i) {
     return st_find(f, name);
 }
 
-static const float *ref_f32(const st_tensor *t) { return t && t->dtype == DT_F32 ? (const float *)t->data : NULL; }
+/* A reference tensor (F32, or BF16 for the bf16 run) as f32; kept in a pool freed per fixture. */
+static float *g_conv[64];
+static int g_nconv;
+static const float *ref_f32(const st_tensor *t) {
+    if (!t || (t->dtype != DT_F32 && t->dtype != DT_BF16) || g_nconv == 64) return NULL;
+    float *v = malloc(sizeof(float) * (t->nelem ? t->nelem : 1));
+    for (uint64_t i = 0; i < t->nelem; i++) v[i] = load_as_f32(t->data, t->dtype, (size_t)i);
+    return g_conv[g_nconv++] = v;
+}
+static void ref_release(void) {
+    while (g_nconv) free(g_conv[--g_nconv]);
+}
 
 /* Full forward of tokens with logits for every token and hidden states. */
 static int run_full(const lm_model *m, const int32_t *tok, int64_t n, float *logits, capture *cap) {
@@ -280,6 +293,7 @@ static void test_fixture(const char *name) {
         if (div_b >= 0) SUMMARY("step %d (gap %.4f <= bf16 logit error %.4f)\n", div_b, margin_at_div, noise_at_div);
         free(cap.buf);
         free(logits);
+        ref_release();
     }
     lm_free(m);
     st_close(ref);
