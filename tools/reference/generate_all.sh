@@ -3,6 +3,7 @@
 #   tests/fixtures/quant/*.safetensors         gen_quant.py
 #   tests/fixtures/quant/spec_vectors.safetensors + spec check report   check_spec_vectors.py
 #   tests/fixtures/models/tiny-{mixed,q4}/      gen_model.py
+#   tests/fixtures/models/qwen35-*/             gen_qwen35.py (Qwen3.5 dense/MoE + reference activations)
 #   src/text/tokenizer_unicode_tab.c           gen_unicode_tables.py (Unicode 16.0 classes)
 #   tests/fixtures/tokenizers/                  gen_tokenizer.py (+ tokenizer_corpus.py)
 #   tests/fixtures/templates/                   gen_templates.py
@@ -27,6 +28,7 @@ echo "== spec vectors"
 
 echo "== model folders"
 "$py" "$here/gen_model.py"
+"$py" "$here/gen_qwen35.py"
 
 echo "== unicode tables, tokenizers"
 "$py" "$here/gen_unicode_tables.py"
@@ -34,6 +36,7 @@ echo "== unicode tables, tokenizers"
 
 echo "== chat templates"
 "$py" "$here/gen_templates.py"
+"$py" "$here/gen_sampler.py"   # tests/fixtures/sampler/filters.json (mlx-lm sampling filters, penalties)
 
 echo "== versions"
 "$py" - "$root/tests/fixtures/VERSIONS.md" <<'EOF'
