@@ -6,9 +6,9 @@
  *   VNNI vs portable q8   same integer sums, same per-lane f32 scaling; only
  *                         the order of the f32 lane accumulation differs:
  *                         |diff| <= 1e-5 * magnitude (magnitude = Σ|terms|)
- *   q8 vs the f32 path    the int8 rounding of x is the only approximation:
- *                         |x_k - d_b * q_k| <= d_b / 2, so
- *                         |y_q8 - y| <= Σ_k |s_g c_k| d_b / 2 (+ 1e-5 * magnitude
+ *   q8 vs the f32 path    the two-int8 rounding of x is the only approximation:
+ *                         |x_k - (d_b/256)(256 q1 + q2)| <= d_b / 512, so
+ *                         |y_q8 - y| <= Σ_k |s_g c_k| d_b / 512 (+ 1e-5 * magnitude
  *                         of f32 rounding), checked per output
  *   batching              an activation row gives the same bits alone or in
  *                         a block of 8 (the kernels' invariant)
@@ -90,7 +90,7 @@ static void bounds(const qweight *q, const float *x, int64_t m, double *bound, d
                     int64_t k = b0 + j;
                     double s = qscale_value(q, q->scales, o * (K / gs) + k / gs);
                     double bb = qscale_value(q, q->biases, o * (K / gs) + k / gs);
-                    bd += fabs(s * codes[k]) * d / 2;
+                    bd += fabs(s * codes[k]) * d / 512;
                     mg += (fabs(s * codes[k]) + fabs(bb)) * fabs(xi[k]);
                 }
             }

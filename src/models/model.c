@@ -63,7 +63,7 @@ void lm_free(lm_model *m) {
 }
 
 const lm_info *lm_get_info(const lm_model *m) { return &m->info; }
-void lm_set_fast(lm_model *m, int fast) { m->fast = fast != 0; }
+void lm_set_exact(lm_model *m, int exact) { m->exact = exact != 0; }
 model_dir *lm_model_dir(const lm_model *m) { return m->md; }
 
 optiq_status lm_cache_new(const lm_model *m, int64_t capacity, lm_cache **out, optiq_error *err) {

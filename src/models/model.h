@@ -20,12 +20,13 @@
  *
  * Numerics: activations are f32 throughout; weights are read in their stored
  * format (bf16/f16/f32, or MLX-quantized and dequantized inside the kernels).
- * The default is the exact path: every product in f32, the path the parity
- * tests hold to the f32 reference. lm_set_fast(m, 1) lets products with
- * affine 4/8-bit weights quantize the activations to int8 per 32 columns
- * (qkern.h) where the CPU has a kernel for it; on the parity fixtures this
- * moves the logits about as far as the reference's own bf16 inference does
- * (figures: docs/parity.md), so it stays opt-in.
+ * Two paths. The exact path computes every product in f32; the parity tests
+ * hold it to the f32 reference. The fast path (the default) lets products
+ * with affine 4/8-bit weights write the activations as two int8 codes per
+ * element (about 16 bits of precision, qkern.h) for integer dot products,
+ * where the CPU has a kernel for it (AVX-512 VNNI); on the parity fixtures
+ * it stays within a KL of 1e-5 of the exact path (docs/parity.md).
+ * lm_set_exact(m, 1) selects the exact path.
  *
  * Thread safety: a loaded model is immutable and may be shared by many
  * caches; one forward call at a time per cache. Work inside a call is split
@@ -95,7 +96,7 @@ struct lm_model {
     const lm_ops *ops;
     lm_info info;
     model_dir *md; /* owned: the weights point into its mappings */
-    int fast;      /* 1: int8 activations in quantized products (lm_set_fast) */
+    int exact;     /* 1: f32 activations in every product (lm_set_exact) */
 };
 
 /* Every family's cache struct starts with this header. */
@@ -115,8 +116,8 @@ optiq_status lm_load(const char *dir, lm_model **out, optiq_error *err);
 optiq_status lm_load_dir(model_dir *md, lm_model **out, optiq_error *err);
 void lm_free(lm_model *m);
 const lm_info *lm_get_info(const lm_model *m);
-/* 1: fast path (int8 activations where supported); 0 (default): exact path. */
-void lm_set_fast(lm_model *m, int fast);
+/* 1: exact path (f32 activations in every product); 0 (default): fast path. */
+void lm_set_exact(lm_model *m, int exact);
 model_dir *lm_model_dir(const lm_model *m);
 /* The family table for a model_type, or NULL. */
 const lm_ops *lm_find_family(const char *model_type);

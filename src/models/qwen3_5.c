@@ -566,8 +566,8 @@ static optiq_status ensure_scratch(q35_cache *c, const q35_model *m, int64_t n, 
     return OPTIQ_OK;
 }
 
-/* Quantized products use int8 activations when the model is set to fast. */
-#define Q8(m) ((m)->base.fast)
+/* Quantized products use int8 activations unless the model is set to exact. */
+#define Q8(m) (!(m)->base.exact)
 
 /* ---- gated deltanet ---- */
 

@@ -61,28 +61,30 @@ typedef struct qkern_level {
     qprep_fn prep_q8;
 } qkern_level;
 
-/* ---- the int8-activation ("q8") path ----------------------------------------
- * For affine 4- and 8-bit weights, activations can be quantized per block of
- * 32 columns to int8 (d_b = max|x| / 127 over the block, q = round-to-even of
- * x / d_b, 0 for an all-zero block) so the products run as u8 x s8 integer dot
- * products (AVX-512 VNNI vpdpbusd: exact int32 sums of 4 products per lane).
- * Per chunk the int32 lane sums are converted to f32 and scaled by
- * d_block * s_group; the bias term b_g * xsum_g uses the exact f32 group sums.
- * The only approximation is the int8 rounding of x (relative error about
- * 2^-8 of the block's largest value per element).
+/* ---- the int8-activation path ("q8") ------------------------------------------
+ * For affine 4- and 8-bit weights, activations can be written as two int8
+ * codes per element so the products run as u8 x s8 integer dot products
+ * (AVX-512 VNNI vpdpbusd: exact int32 sums of 4 products per lane). Per block
+ * of 32 columns, with d = max|x| / 127 over the block (0 for an all-zero
+ * block):
+ *     q1 = round(x / d)                      in [-127, 127]
+ *     q2 = round((x - d q1) * 256 / d)       the residual, clamped to [-127, 127]
+ * so x = (d / 256) (256 q1 + q2) to within d / 512 (about 2^-16 of the block's
+ * largest value). The kernels form the exact integer 256 Σ c q1 + Σ c q2 per
+ * lane, convert it to f32 once and scale it by (d / 256) * s_group; the bias
+ * term b_g * xsum_g uses the exact f32 group sums.
  *
  * Prepared row (qkern_prep_len(K) floats of storage, 64-byte aligned):
- *   bytes [0, K)            int8 codes of x
+ *   bytes [0, K)            q1 of x, bytes [K, 2K) q2, in the same order:
  *       4-bit: per chunk of 128 columns (a 64-byte load of packed weights):
  *              the 64 even columns' codes, then the 64 odd columns'; a tail
  *              chunk of L < 128 columns: L/2 evens then L/2 odds
  *       8-bit: natural order
- *   floats at byte Q8_SCALES_OFF(K)   one scale per int32 lane of the kernel:
+ *   floats at byte Q8_SCALES_OFF(K)   one scale (d / 256) per int32 lane:
  *       4-bit: lane l of chunk c covers columns 128c + 8l .. +7 (K/8 floats)
  *       8-bit: lane l of chunk c (64 columns) covers 64c + 4l .. +3 (K/4 floats)
- *       (each the d_b of the lane's block)
  */
-#define Q8_SCALES_OFF(K) ((size_t)(((K) + 63) & ~(int64_t)63))
+#define Q8_SCALES_OFF(K) ((size_t)((2 * (K) + 63) & ~(int64_t)63))
 void qprep_q8n_portable(const float *x, int64_t K, float *xp); /* 4-bit layout */
 void qprep_q8b_portable(const float *x, int64_t K, float *xp); /* 8-bit layout */
 void qmm_q8n_portable(const qmm_args *a);                      /* affine 4-bit, reference */

@@ -7,53 +7,56 @@
 
 #include "quant/qkern.h"
 
-/* int8 codes (natural order) and per-32-column scales of x. */
-static void q8_blocks(const float *x, int64_t K, int8_t *q, float *d) {
+/* The two int8 codes (natural order) and per-32-column scales d of x. */
+static void q8_blocks(const float *x, int64_t K, int8_t *q1, int8_t *q2, float *d) {
     for (int64_t b = 0; b < K / 32; b++) {
         const float *xb = x + b * 32;
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
-        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        d[b] = amax / 127.0f;
+        float db = amax / 127.0f;
+        float inv = amax > 0.0f ? 127.0f / amax : 0.0f, inv2 = inv * 256.0f;
+        d[b] = db;
         for (int j = 0; j < 32; j++) {
-            float v = nearbyintf(xb[j] * inv); /* round half to even, as vcvtps2dq */
-            if (v > 127.0f) v = 127.0f;
-            if (v < -127.0f) v = -127.0f;
-            q[b * 32 + j] = (int8_t)v;
+            float v = nearbyintf(xb[j] * inv); /* round half to even */
+            v = fminf(fmaxf(v, -127.0f), 127.0f);
+            float r = nearbyintf((xb[j] - db * v) * inv2);
+            r = fminf(fmaxf(r, -127.0f), 127.0f);
+            q1[b * 32 + j] = (int8_t)v;
+            q2[b * 32 + j] = (int8_t)r;
         }
     }
 }
 
 void qprep_q8n_portable(const float *x, int64_t K, float *xp) {
-    int8_t *out = (int8_t *)xp;
+    int8_t *o1 = (int8_t *)xp, *o2 = o1 + K;
     float *ls = (float *)((uint8_t *)xp + Q8_SCALES_OFF(K));
-    int8_t q[128];
+    int8_t q1[128], q2[128];
     float d[4];
     for (int64_t c0 = 0; c0 < K; c0 += 128) {
         int64_t L = K - c0 < 128 ? K - c0 : 128;
-        q8_blocks(x + c0, L, q, d);
+        q8_blocks(x + c0, L, q1, q2, d);
         for (int64_t j = 0; j < L / 2; j++) {
-            out[c0 + j] = q[2 * j];
-            out[c0 + L / 2 + j] = q[2 * j + 1];
+            o1[c0 + j] = q1[2 * j], o1[c0 + L / 2 + j] = q1[2 * j + 1];
+            o2[c0 + j] = q2[2 * j], o2[c0 + L / 2 + j] = q2[2 * j + 1];
         }
-        for (int64_t l = 0; l < L / 8; l++) ls[c0 / 8 + l] = d[l / 4];
+        for (int64_t l = 0; l < L / 8; l++) ls[c0 / 8 + l] = d[l / 4] / 256.0f;
     }
 }
 
 void qprep_q8b_portable(const float *x, int64_t K, float *xp) {
-    int8_t *out = (int8_t *)xp;
+    int8_t *o1 = (int8_t *)xp, *o2 = o1 + K;
     float *ls = (float *)((uint8_t *)xp + Q8_SCALES_OFF(K));
     float d[4];
     for (int64_t c0 = 0; c0 < K; c0 += 128) {
         int64_t L = K - c0 < 128 ? K - c0 : 128;
-        q8_blocks(x + c0, L, out + c0, d);
-        for (int64_t l = 0; l < L / 4; l++) ls[c0 / 4 + l] = d[l / 8];
+        q8_blocks(x + c0, L, o1 + c0, o2 + c0, d);
+        for (int64_t l = 0; l < L / 4; l++) ls[c0 / 4 + l] = d[l / 8] / 256.0f;
     }
 }
 
 /* One weight row: per lane (8 columns for 4-bit, 4 for 8-bit) the exact
- * integer dot product, scaled by d_lane * s_group in f32 into 16 lane
- * accumulators; then the bias terms; then the lane sum. */
+ * integer 256 Σ c q1 + Σ c q2, scaled by (d / 256) * s_group in f32 into 16
+ * lane accumulators; then the bias terms; then the lane sum. */
 static void q8_body(const qmm_args *a, int bits) {
     const int gs = a->gs, mb = a->mb;
     const int64_t K = a->K, G = K / gs;
@@ -63,13 +66,13 @@ static void q8_body(const qmm_args *a, int bits) {
         const uint8_t *s = a->s + (size_t)r * a->s_stride;
         const uint8_t *b = a->b + (size_t)r * a->s_stride;
         for (int i = 0; i < mb; i++) {
-            const int8_t *xq = (const int8_t *)a->x[i];
+            const int8_t *xq = (const int8_t *)a->x[i], *xq2 = xq + K;
             const float *xl = (const float *)((const uint8_t *)a->x[i] + Q8_SCALES_OFF(K));
             float acc[16] = {0};
             for (int64_t c0 = 0; c0 < K; c0 += chunk) {
                 int64_t L = K - c0 < chunk ? K - c0 : chunk;
                 for (int64_t l = 0; l < L / lw; l++) {
-                    int32_t isum = 0;
+                    int32_t i1 = 0, i2 = 0;
                     for (int t = 0; t < lw; t++) {
                         int64_t col = c0 + l * lw + t, code, xi;
                         if (bits == 4) {
@@ -80,8 +83,10 @@ static void q8_body(const qmm_args *a, int bits) {
                             code = w[col];
                             xi = col;
                         }
-                        isum += (int32_t)code * xq[xi];
+                        i1 += (int32_t)code * xq[xi];
+                        i2 += (int32_t)code * xq2[xi];
                     }
+                    int32_t isum = i1 * 256 + i2;
                     float sw = qk_load_scale(s, a->sdt, (c0 + l * lw) / gs);
                     acc[l] += (float)isum * (xl[c0 / lw + l] * sw);
                 }

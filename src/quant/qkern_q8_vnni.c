@@ -6,10 +6,11 @@
  *
  * 4-bit: one 64-byte load of packed weights is 128 columns; its low nibbles
  * (& 15) are the even columns, the high nibbles the odd ones, matching the
- * prepared activations (64 even codes, then 64 odd). Two vpdpbusd give per
- * int32 lane the exact dot product of 8 consecutive columns. 8-bit: one load
- * is 64 columns, one vpdpbusd, 4 columns per lane. Lane sums are converted to
- * f32 and accumulated with the lane's d_block * s_group, alternating between
+ * prepared activations (64 even codes, then 64 odd). vpdpbusd gives per int32
+ * lane the exact dot product of 8 consecutive columns with q1, and again with
+ * q2; 8-bit: one load is 64 columns, 4 columns per lane. The lane integers
+ * 256 Σ c q1 + Σ c q2 are converted to f32 and accumulated with the lane's
+ * (d / 256) * s_group, alternating between
  * two accumulators per activation row (even and odd chunks) to hide FMA
  * latency. The operations on one activation row do not depend on how many
  * rows share the block.
@@ -58,6 +59,9 @@ AI void q8_chunk(const qmm_args *a, const int MB, const int BITS, const uint8_t 
             const float *xl = (const float *)((const uint8_t *)a->x[i] + Q8_SCALES_OFF(K));
             __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_maskz_loadu_epi8(bm, xq + c0));
             is = _mm512_dpbusd_epi32(is, hi, _mm512_maskz_loadu_epi8(bm, xq + c0 + L / 2));
+            __m512i i2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_maskz_loadu_epi8(bm, xq + K + c0));
+            i2 = _mm512_dpbusd_epi32(i2, hi, _mm512_maskz_loadu_epi8(bm, xq + K + c0 + L / 2));
+            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), i2);
             __m512 dl = _mm512_maskz_loadu_ps(mask_n(L / LW), xl + c0 / LW);
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dl, swl), acc[i]);
         }
@@ -69,6 +73,8 @@ AI void q8_chunk(const qmm_args *a, const int MB, const int BITS, const uint8_t 
             const int8_t *xq = (const int8_t *)a->x[i];
             const float *xl = (const float *)((const uint8_t *)a->x[i] + Q8_SCALES_OFF(K));
             __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, _mm512_maskz_loadu_epi8(bm, xq + c0));
+            __m512i i2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, _mm512_maskz_loadu_epi8(bm, xq + K + c0));
+            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), i2);
             __m512 dl = _mm512_maskz_loadu_ps(mask_n(L / LW), xl + c0 / LW);
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dl, swl), acc[i]);
         }
@@ -123,8 +129,8 @@ AI void q8_body(const qmm_args *a, const int MB, const int BITS, const int LG) {
  * outnumber the weight bytes; NR rows share each x load. */
 /* One chunk of NR weight rows against the single activation row. */
 AI void q8_rows_chunk(const int NR, const int BITS, const int LG, const uint8_t *const *w, const int8_t *xq,
-                      const float *xl, const __m512 *sv, __m512i lanepos, __m512i base, int64_t c0, int L,
-                      __m512 *acc /* [NR] */) {
+                      const int8_t *xq2, const float *xl, const __m512 *sv, __m512i lanepos, __m512i base, int64_t c0,
+                      int L, __m512 *acc /* [NR] */) {
     const int LW = BITS == 4 ? 8 : 4;
     const __m512i m0f = _mm512_set1_epi8(0x0F);
     __m512i idx = _mm512_srli_epi32(_mm512_sub_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)c0), lanepos), base), LG);
@@ -132,20 +138,24 @@ AI void q8_rows_chunk(const int NR, const int BITS, const int LG, const uint8_t 
     if (BITS == 4) {
         __mmask64 bm = mask64_n(L / 2);
         __m512i xe = _mm512_maskz_loadu_epi8(bm, xq + c0), xo = _mm512_maskz_loadu_epi8(bm, xq + c0 + L / 2);
+        __m512i xe2 = _mm512_maskz_loadu_epi8(bm, xq2 + c0), xo2 = _mm512_maskz_loadu_epi8(bm, xq2 + c0 + L / 2);
         UNROLL for (int j = 0; j < NR; j++) {
             __m512i wv = _mm512_maskz_loadu_epi8(bm, w[j] + c0 / 2);
             _mm_prefetch((const char *)w[j] + c0 / 2 + PF_DIST, _MM_HINT_T0);
-            __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(wv, m0f), xe);
-            is = _mm512_dpbusd_epi32(is, _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f), xo);
+            __m512i lo = _mm512_and_si512(wv, m0f), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f);
+            __m512i is = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xe), hi, xo);
+            __m512i i2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xe2), hi, xo2);
+            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), i2);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dl, _mm512_permutexvar_ps(idx, sv[j])), acc[j]);
         }
     } else {
         __mmask64 bm = mask64_n(L);
-        __m512i xv = _mm512_maskz_loadu_epi8(bm, xq + c0);
+        __m512i xv = _mm512_maskz_loadu_epi8(bm, xq + c0), xv2 = _mm512_maskz_loadu_epi8(bm, xq2 + c0);
         UNROLL for (int j = 0; j < NR; j++) {
             __m512i wv = _mm512_maskz_loadu_epi8(bm, w[j] + c0);
             _mm_prefetch((const char *)w[j] + c0 + PF_DIST, _MM_HINT_T0);
             __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
+            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv2));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dl, _mm512_permutexvar_ps(idx, sv[j])), acc[j]);
         }
     }
@@ -158,7 +168,7 @@ AI void q8_rows(const qmm_args *a, const int NR, const int BITS, const int LG, i
     const size_t es = dtype_size(a->sdt);
     const __m512i lanepos = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                                _mm512_set1_epi32(LW));
-    const int8_t *xq = (const int8_t *)a->x[0];
+    const int8_t *xq = (const int8_t *)a->x[0], *xq2 = xq + K;
     const float *xl = (const float *)((const uint8_t *)a->x[0] + Q8_SCALES_OFF(K));
     const uint8_t *w[4], *s[4], *b[4];
     __m512 acc0[4], acc1[4];
@@ -176,9 +186,9 @@ AI void q8_rows(const qmm_args *a, const int NR, const int BITS, const int LG, i
         const __m512i base = _mm512_set1_epi32((int)(g0 * GS));
         /* the same chunk-to-accumulator assignment as q8_body (batching invariance) */
         for (int64_t c0 = g0 * GS; c0 < cend; c0 += 2 * CH) {
-            q8_rows_chunk(NR, BITS, LG, w, xq, xl, sv, lanepos, base, c0, (int)(cend - c0 < CH ? cend - c0 : CH), acc0);
+            q8_rows_chunk(NR, BITS, LG, w, xq, xq2, xl, sv, lanepos, base, c0, (int)(cend - c0 < CH ? cend - c0 : CH), acc0);
             if (c0 + CH < cend)
-                q8_rows_chunk(NR, BITS, LG, w, xq, xl, sv, lanepos, base, c0 + CH,
+                q8_rows_chunk(NR, BITS, LG, w, xq, xq2, xl, sv, lanepos, base, c0 + CH,
                               (int)(cend - c0 - CH < CH ? cend - c0 - CH : CH), acc1);
         }
     }
