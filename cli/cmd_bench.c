@@ -1,7 +1,8 @@
 /*
  * cmd_bench.c — `optiq bench [--json]`: kernel throughput next to this
- * machine's memory bandwidth (the benchmarks themselves live in the library,
- * src/bench/).
+ * machine's memory bandwidth; `optiq bench --synthetic NAME`: a model's
+ * prefill and decode speed on random weights of its exact shapes (the
+ * benchmarks themselves live in the library, src/bench/).
  */
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -12,24 +13,74 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "Usage: optiq bench [--threads N] [--seconds S] [--cpu LEVEL] [--model DIR [--text-file F]] [--json]\n\n"
+            "Usage: optiq bench [--threads N] [--seconds S] [--cpu LEVEL] [--model DIR [--text-file F]] [--json]\n"
+            "       optiq bench --synthetic NAME [--threads N] [--prefill-tokens N] [--decode-tokens N] [--json]\n\n"
             "Measure this machine's memory read bandwidth and the throughput of the\n"
             "quantized matrix-vector product (GB/s of packed weight bytes) for 4- and\n"
             "8-bit affine weights at 1024x3584 and 3584x1024, with 1..N threads; with\n"
             "--model, also the encoding speed of the folder's tokenizer on one core.\n\n"
+            "With --synthetic, instead of the mat-vec cases: build random weights with\n"
+            "the exact shapes of a real model (MLX affine 4-bit, group 64) in memory,\n"
+            "load them with the normal loader and time prefill of a random prompt and\n"
+            "greedy decode at 1, 2, 4, ... N threads, with peak RSS and the decode\n"
+            "roofline (memory bandwidth / weight bytes read per token).\n"
+            "Models: qwen3_5-0.8b.\n\n"
             "Options:\n"
-            "  --threads N   largest thread count to run (default: physical cores)\n"
-            "  --seconds S   minimum time per case (default 0.4)\n"
-            "  --cpu LEVEL   cap the kernel level: portable, avx2, avx512\n"
-            "  --model DIR   also time the tokenizer of this model folder\n"
-            "  --text-file F text to encode (default: 1 MB of generated word-like text)\n"
-            "  --json        print the results as JSON (keys: docs/cli.md)\n"
-            "  --help        show this help\n");
+            "  --threads N          largest thread count to run (default: physical cores;\n"
+            "                       with --synthetic at least 2)\n"
+            "  --seconds S          minimum time per case (default 0.4)\n"
+            "  --cpu LEVEL          cap the kernel level: portable, avx2, avx512\n"
+            "  --model DIR          also time the tokenizer of this model folder\n"
+            "  --text-file F        text to encode (default: 1 MB of generated word-like text)\n"
+            "  --synthetic NAME     benchmark a synthetic model (see above)\n"
+            "  --prefill-tokens N   synthetic: prompt length (default 512)\n"
+            "  --decode-tokens N    synthetic: greedy decode steps (default 128)\n"
+            "  --json               print the results as JSON (keys: docs/cli.md)\n"
+            "  --help               show this help\n");
 }
 
 static double num(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static const char *str(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "?";
+}
+
+static void print_synthetic(const cJSON *s) {
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(s, "quantization"), *e;
+    printf("\nsynthetic %s (%s, %s %d-bit, group %d): %.1f M matrix parameters, %.1f MB of weights\n", str(s, "model"),
+           str(s, "model_type"), str(q, "mode"), (int)num(q, "bits"), (int)num(q, "group_size"),
+           num(s, "matrix_parameters") / 1e6, num(s, "weight_bytes") / 1e6);
+    printf("  built in %.2f s, loaded in %.2f s; weights RSS %.1f MB; decode reads %.1f MB per token\n",
+           num(s, "build_seconds"), num(s, "load_seconds"), num(s, "weights_rss_bytes") / 1e6,
+           num(s, "decode_bytes_per_token") / 1e6);
+    printf("  prompt %d random tokens (prefill calls of %d), %d greedy decode tokens\n\n", (int)num(s, "prompt_tokens"),
+           (int)num(s, "prefill_chunk"), (int)num(s, "decode_tokens"));
+    printf("  threads  prefill tok/s  decode tok/s  ms/token      mem bw GB/s     roofline tok/s  of roofline"
+           "  peak RSS MB\n");
+    printf("                                          mean / median  before / after\n");
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(s, "runs"))
+        printf("  %7d  %13.1f  %12.2f  %6.2f / %6.2f  %6.2f / %6.2f  %14.2f  %10.0f%%  %11.1f\n",
+               (int)num(e, "threads"), num(e, "prefill_tokens_per_s"), num(e, "decode_tokens_per_s"),
+               num(e, "decode_ms_per_token"), num(e, "decode_median_ms_per_token"), num(e, "memory_bw_before_gbs"),
+               num(e, "memory_bw_after_gbs"), num(e, "roofline_tokens_per_s"),
+               100.0 * num(e, "decode_fraction_of_roofline"), num(e, "peak_rss_bytes") / 1e6);
+    printf("  (roofline = the higher of the two bandwidths / decode bytes per token)\n");
+}
+
+static void print_qmatvec(const cJSON *d) {
+    const cJSON *e;
+    printf("\nquantized mat-vec (y = W x, affine, bf16 scales)   streamed from DRAM        from cache\n");
+    printf("  bits  group  rows x cols   threads  kernel     us/call   GB/s  of mem bw   us/call   GB/s\n");
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(d, "qmatvec"))
+        printf("  %4d  %5d  %4d x %-5d  %7d  %-8s %9.1f %6.2f %9.0f%% %9.1f %6.2f\n", (int)num(e, "bits"),
+               (int)num(e, "group_size"), (int)num(e, "rows"), (int)num(e, "cols"), (int)num(e, "threads"),
+               cJSON_GetObjectItemCaseSensitive(e, "kernel")->valuestring, num(e, "streamed_us"),
+               num(e, "streamed_gbs"), 100.0 * num(e, "streamed_fraction_of_memory_bw"), num(e, "cached_us"),
+               num(e, "cached_gbs"));
 }
 
 static void print_table(const cJSON *d) {
@@ -39,14 +90,9 @@ static void print_table(const cJSON *d) {
     printf("memory read bandwidth\n");
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(d, "memory_read_bandwidth"))
         printf("  %d thread(s)  %6.2f GB/s\n", (int)num(e, "threads"), num(e, "gbs"));
-    printf("\nquantized mat-vec (y = W x, affine, bf16 scales)   streamed from DRAM        from cache\n");
-    printf("  bits  group  rows x cols   threads  kernel     us/call   GB/s  of mem bw   us/call   GB/s\n");
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(d, "qmatvec"))
-        printf("  %4d  %5d  %4d x %-5d  %7d  %-8s %9.1f %6.2f %9.0f%% %9.1f %6.2f\n", (int)num(e, "bits"),
-               (int)num(e, "group_size"), (int)num(e, "rows"), (int)num(e, "cols"), (int)num(e, "threads"),
-               cJSON_GetObjectItemCaseSensitive(e, "kernel")->valuestring, num(e, "streamed_us"),
-               num(e, "streamed_gbs"), 100.0 * num(e, "streamed_fraction_of_memory_bw"), num(e, "cached_us"),
-               num(e, "cached_gbs"));
+    const cJSON *syn = cJSON_GetObjectItemCaseSensitive(d, "synthetic");
+    if (syn) print_synthetic(syn);
+    if (cJSON_GetObjectItemCaseSensitive(d, "qmatvec")) print_qmatvec(d);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(d, "tokenizer");
     if (t)
         printf("\ntokenizer encode (one core, %s, %.0f bytes, %.0f tokens): first pass %.1f MB/s, repeated %.1f MB/s\n",
@@ -58,6 +104,9 @@ int cmd_bench(int argc, char **argv) {
     static const struct option opts[] = {{"threads", required_argument, 0, 't'}, {"seconds", required_argument, 0, 's'},
                                          {"cpu", required_argument, 0, 'c'},     {"json", no_argument, 0, 'j'},
                                          {"model", required_argument, 0, 'm'},   {"text-file", required_argument, 0, 'f'},
+                                         {"synthetic", required_argument, 0, 'S'},
+                                         {"prefill-tokens", required_argument, 0, 'P'},
+                                         {"decode-tokens", required_argument, 0, 'D'},
                                          {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     optiq_bench_params p = optiq_bench_default();
     int json = 0, c;
@@ -79,6 +128,16 @@ int cmd_bench(int argc, char **argv) {
         case 'c': p.cpu_level = optarg; break;
         case 'm': p.model_dir = optarg; break;
         case 'f': p.text_file = optarg; break;
+        case 'S': p.synthetic = optarg; break;
+        case 'P':
+        case 'D': {
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > 65536)
+                return cli_usage_error("bench", "%s wants an integer in 1..65536, got '%s'",
+                                       c == 'P' ? "--prefill-tokens" : "--decode-tokens", optarg);
+            *(c == 'P' ? &p.prefill_tokens : &p.decode_tokens) = (int)v;
+            break;
+        }
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage_error("bench", "option '%s' needs a value", argv[optind - 1]);

@@ -1,8 +1,11 @@
 /*
  * main.c — `optiq` entry point: global flags and subcommand dispatch.
  */
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -17,7 +20,10 @@ static const command COMMANDS[] = {
     {"inspect", cmd_inspect, "describe a model folder: architecture, parameters, quantization, sidecar"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"template", cmd_template, "render a conversation with the model's chat template"},
-    {"bench", cmd_bench, "measure kernel throughput against this machine's memory bandwidth"},
+    {"generate", cmd_generate, "generate text from a prompt (chat template applied), streamed to stdout"},
+    {"chat", cmd_chat, "talk with a model, one line per turn, on standard input"},
+    {"dump", cmd_dump, "write the hidden states and logits of a prompt to a safetensors file"},
+    {"bench", cmd_bench, "measure kernel throughput against memory bandwidth, or a model's speed (--synthetic)"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -39,6 +45,51 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, "\nTry 'optiq %s --help'.\n", cmd);
     va_end(ap);
     return 2;
+}
+
+int cli_parse_int(const char *cmd, const char *flag, const char *s, long long min, long long max, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < min || v > max)
+        return cli_usage_error(cmd, "%s takes an integer from %lld to %lld, not '%s'", flag, min, max, s);
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *cmd, const char *flag, const char *s, double min, double max, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v) || v < min || v > max)
+        return cli_usage_error(cmd, "%s takes a number from %g to %g, not '%s'", flag, min, max, s);
+    *out = v;
+    return 0;
+}
+
+char *cli_read_stream(FILE *f, size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        size_t k = fread(b + n, 1, cap - n - 1, f);
+        n += k;
+        if (k == 0) break;
+        if (n + 1 == cap) {
+            char *nb = realloc(b, cap *= 2);
+            if (!nb) {
+                free(b);
+                return NULL;
+            }
+            b = nb;
+        }
+    }
+    if (!b || ferror(f)) {
+        free(b);
+        return NULL;
+    }
+    b[n] = 0;
+    *len = n;
+    return b;
 }
 
 static void print_help(FILE *f) {

@@ -248,6 +248,10 @@ typedef struct optiq_engine_params {
     int n_threads;        /* 0: physical cores */
     int64_t context;      /* tokens a session may hold; 0: the model's max_position_embeddings */
     int64_t prefill_chunk;/* tokens per prefill call; 0: 512 */
+    int exact;            /* 1: f32 activations in every product (the path held to the
+                           * reference's f32 run); 0: the fast path, which writes the
+                           * activations of 4/8-bit quantized products as two int8 codes
+                           * (about 16 bits; docs/parity.md) where the CPU has VNNI */
 } optiq_engine_params;
 
 optiq_engine_params optiq_engine_default(void);
@@ -265,7 +269,9 @@ const char *optiq_engine_model_type(const optiq_engine *e);
 int64_t optiq_engine_vocab_size(const optiq_engine *e);
 int64_t optiq_engine_context(const optiq_engine *e);
 /* Token ids that end generation: generation_config.json's eos_token_id when
- * present, else config.json's, else the tokenizer's eos (mlx-lm's rule). */
+ * present, else config.json's, else the tokenizer's eos (mlx-lm's rule;
+ * config.json's text_config.eos_token_id is also looked at before falling
+ * back to the tokenizer). */
 size_t optiq_engine_eos_ids(const optiq_engine *e, const int32_t **ids);
 
 optiq_status optiq_session_new(optiq_engine *e, optiq_session **out, optiq_error *err);
@@ -277,8 +283,10 @@ int64_t optiq_session_position(const optiq_session *s);
 
 /* Feed tokens at the session's position (prefill in chunks of the engine's
  * prefill_chunk). logits (may be NULL) receives the last token's
- * vocab_size logits. A prompt that does not fit the context fails with
- * OPTIQ_ERR_CONTEXT and leaves the session unchanged. */
+ * vocab_size logits (n may be 0 to read them again). A prompt that does not
+ * fit the context fails with OPTIQ_ERR_CONTEXT, and a token id outside the
+ * vocabulary with OPTIQ_ERR_INVALID_ARG, leaving the session unchanged; a
+ * failure inside the model resets the session (its message says so). */
 optiq_status optiq_session_eval(optiq_session *s, const int32_t *ids, size_t n, float *logits, optiq_error *err);
 
 /* Sampling, with mlx-lm's semantics (sample_utils.make_sampler and
@@ -302,7 +310,9 @@ optiq_sampling optiq_sampling_default(void); /* greedy */
 
 /* Called for every generated token with the text it completes (possibly
  * empty while a UTF-8 sequence or a possible stop string is pending). Return
- * non-zero to stop (finish reason "abort"). */
+ * non-zero to stop (finish reason "abort"). When generation ends on an EOS
+ * token while text is still pending, one last call with id -1 delivers it.
+ * The pieces concatenate to optiq_generation.text (unless aborted). */
 typedef int (*optiq_token_fn)(void *user, int32_t id, const char *text, size_t len);
 
 typedef struct optiq_generate_params {
@@ -330,8 +340,12 @@ typedef struct optiq_generation {
 
 /* Append prompt to the session (prefill), then sample until a stop
  * condition. The prompt may be empty to continue from the session's state
- * only when the session already holds tokens. Free the result with
- * optiq_generation_free. */
+ * only when the session already holds tokens. The prompt must leave room in
+ * the context for one generated token (else OPTIQ_ERR_CONTEXT, session
+ * unchanged). Afterwards the session holds the prompt and every token of
+ * out->tokens (a stopping EOS is not kept; tokens that produced a stop
+ * string are); the last one is run through the model by the next call.
+ * Free the result with optiq_generation_free. */
 optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_prompt, const optiq_generate_params *p,
                             optiq_generation *out, optiq_error *err);
 void optiq_generation_free(optiq_generation *g);

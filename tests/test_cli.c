@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -92,6 +93,144 @@ static void check_folder(const char *name) {
     free(out);
 }
 
+/* A temporary file holding text; the path is static. */
+static const char *temp_file(const char *text) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/optiq_test_cli_XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0) return "/nonexistent";
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* generate, chat and dump on a tiny Qwen3.5 folder (random weights: the text
+ * is noise, but greedy decoding makes it reproducible). */
+static void check_generation_commands(void) {
+    char model[1024], args[2048];
+    snprintf(model, sizeof model, "%s/tests/fixtures/models/qwen35-dense-bf16", test_path(""));
+    char *stream = NULL, *js = NULL, *chat = NULL, *out = NULL;
+
+    snprintf(args, sizeof args, "generate --model %s --prompt Hello --max-tokens 8 --ignore-eos", model);
+    CHECKF(run(args, &stream) == 0, "optiq %s", args);
+    snprintf(args, sizeof args, "generate --model %s --prompt Hello --max-tokens 8 --ignore-eos --json", model);
+    CHECKF(run(args, &js) == 0, "optiq %s", args);
+    cJSON *j = cJSON_Parse(js);
+    CHECKF(j != NULL, "generate --json printed no JSON: %s", js);
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(j, "timings");
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "tokens")) == 8);
+    CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "prompt_tokens")));
+    CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "finish_reason")) &&
+          strcmp(cJSON_GetObjectItemCaseSensitive(j, "finish_reason")->valuestring, "length") == 0);
+    CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(tm, "prefill_seconds")) &&
+          cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(tm, "decode_seconds")) &&
+          cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(tm, "prefill_tokens_per_second")) &&
+          cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(tm, "decode_tokens_per_second")));
+    /* the streamed text is the JSON text plus a newline */
+    if (cJSON_IsString(text) && stream) {
+        size_t tl = strlen(text->valuestring);
+        CHECKF(strlen(stream) == tl + 1 && strncmp(stream, text->valuestring, tl) == 0 && stream[tl] == '\n',
+               "streamed \"%s\", JSON text \"%s\"", stream, text->valuestring);
+    }
+
+    /* --prompt - reads standard input */
+    char in[64];
+    snprintf(in, sizeof in, "%s", temp_file("Hello"));
+    snprintf(args, sizeof args, "generate --model %s --prompt - --max-tokens 8 --ignore-eos < %s", model, in);
+    CHECK(run(args, &out) == 0 && stream && strcmp(out, stream) == 0);
+    unlink(in);
+    free(out);
+    snprintf(args, sizeof args, "generate --model %s --prompt Hello --no-chat-template --max-tokens 4 --json", model);
+    CHECK(run(args, &out) == 0 && strstr(out, "\"finish_reason\"") != NULL);
+    free(out);
+
+    /* chat: the first turn is what generate gives; /reset starts over */
+    snprintf(in, sizeof in, "%s", temp_file("Hello\n/reset\nHello\nAgain\n"));
+    snprintf(args, sizeof args, "chat --model %s --max-tokens 8 --ignore-eos < %s", model, in);
+    CHECKF(run(args, &chat) == 0, "optiq %s", args);
+    unlink(in);
+    if (chat && stream) {
+        size_t sl = strlen(stream);
+        CHECKF(strncmp(chat, stream, sl) == 0 && strncmp(chat + sl, stream, sl) == 0 && strlen(chat) > 2 * sl,
+               "chat printed \"%s\"", chat);
+    }
+
+    /* dump */
+    char dump_path[64];
+    snprintf(dump_path, sizeof dump_path, "%s", temp_file(""));
+    snprintf(args, sizeof args, "dump --model %s --prompt Hello --out %s --json", model, dump_path);
+    CHECKF(run(args, &out) == 0, "optiq %s", args);
+    cJSON *d = cJSON_Parse(out);
+    CHECK(d != NULL);
+    CHECK(cJSON_GetObjectItemCaseSensitive(d, "n_layers") &&
+          cJSON_GetObjectItemCaseSensitive(d, "n_layers")->valuedouble == 8);
+    CHECK(cJSON_GetObjectItemCaseSensitive(d, "hidden_size") &&
+          cJSON_GetObjectItemCaseSensitive(d, "hidden_size")->valuedouble == 64);
+    CHECK(cJSON_GetObjectItemCaseSensitive(d, "vocab_size") &&
+          cJSON_GetObjectItemCaseSensitive(d, "vocab_size")->valuedouble == 512);
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d, "tokens")) > 0);
+    unlink(dump_path);
+    cJSON_Delete(d);
+    cJSON_Delete(j);
+    free(out);
+    free(chat);
+    free(js);
+    free(stream);
+}
+
+/* Same ids in a JSON array and a reference array. */
+static int same_ids(const cJSON *a, const cJSON *b) {
+    if (!cJSON_IsArray(a) || !cJSON_IsArray(b) || cJSON_GetArraySize(a) != cJSON_GetArraySize(b)) return 0;
+    for (int i = 0; i < cJSON_GetArraySize(a); i++)
+        if (cJSON_GetArrayItem(a, i)->valuedouble != cJSON_GetArrayItem(b, i)->valuedouble) return 0;
+    return 1;
+}
+
+/* End to end against mlx-lm: the prompt of reference.json's first prompt
+ * (one user turn under the chat template) gives mlx-lm's prompt ids and,
+ * greedily, its f32 run's 32 tokens (tools/reference/gen_qwen35.py). */
+static void check_golden(const char *name) {
+    char rel[256], args[2048];
+    snprintf(rel, sizeof rel, "tests/fixtures/models/%s/reference.json", name);
+    cJSON *ref = load_json(test_path(rel));
+    CHECKF(ref != NULL, "cannot read %s", rel);
+    const cJSON *p0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ref, "prompts"), 0);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(p0, "messages");
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(msgs, 0), "content");
+    CHECK(cJSON_GetArraySize(msgs) == 1 && cJSON_IsString(user));
+    if (!ref || !cJSON_IsString(user) || strchr(user->valuestring, '\'') != NULL) {
+        cJSON_Delete(ref);
+        return;
+    }
+    char *out = NULL;
+    snprintf(args, sizeof args, "generate --model %s/tests/fixtures/models/%s --prompt '%s' --max-tokens 32 "
+             "--ignore-eos --json", test_path(""), name, user->valuestring);
+    CHECKF(run(args, &out) == 0, "optiq %s", args);
+    cJSON *got = cJSON_Parse(out);
+    const cJSON *want_prompt = cJSON_GetObjectItemCaseSensitive(p0, "tokens");
+    CHECK(cJSON_GetObjectItemCaseSensitive(got, "prompt_tokens") &&
+          cJSON_GetObjectItemCaseSensitive(got, "prompt_tokens")->valuedouble == cJSON_GetArraySize(want_prompt));
+    CHECKF(same_ids(cJSON_GetObjectItemCaseSensitive(got, "tokens"), cJSON_GetObjectItemCaseSensitive(p0, "greedy_f32")),
+           "generated tokens differ from mlx-lm's f32 greedy run: %s", out);
+    free(out);
+    cJSON_Delete(got);
+    /* the prompt ids themselves, from dump --json */
+    char path[64];
+    snprintf(path, sizeof path, "%s", temp_file(""));
+    snprintf(args, sizeof args, "dump --model %s/tests/fixtures/models/%s --prompt '%s' --out %s --json",
+             test_path(""), name, user->valuestring, path);
+    CHECKF(run(args, &out) == 0, "optiq %s", args);
+    unlink(path);
+    got = cJSON_Parse(out);
+    CHECKF(same_ids(cJSON_GetObjectItemCaseSensitive(got, "tokens"), want_prompt), "prompt ids differ from mlx-lm's: %s",
+           out);
+    free(out);
+    cJSON_Delete(got);
+    cJSON_Delete(ref);
+}
+
 int main(void) {
     char *out = NULL;
     for (TEST_CASE("--version prints the version")) {
@@ -102,10 +241,11 @@ int main(void) {
     for (TEST_CASE("--help lists the commands")) {
         CHECK(run("--help", &out) == 0);
         CHECK(strstr(out, "inspect") != NULL && strstr(out, "bench") != NULL);
+        CHECK(strstr(out, "generate") != NULL && strstr(out, "chat") != NULL && strstr(out, "dump") != NULL);
         free(out);
     }
     for (TEST_CASE("every command has --help")) {
-        const char *cmds[] = {"inspect", "bench", "tokenize", "template"};
+        const char *cmds[] = {"inspect", "bench", "tokenize", "template", "generate", "chat", "dump"};
         for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
             char a[64];
             snprintf(a, sizeof a, "%s --help", cmds[i]);
@@ -121,6 +261,42 @@ int main(void) {
         CHECK(run("tokenize --text hi", NULL) == 2);
         CHECK(run("tokenize --model /nonexistent/folder --text hi", NULL) == 1);
         CHECK(run("template --model /nonexistent/folder --messages /nonexistent.json", NULL) == 1);
+    }
+    for (TEST_CASE("bench --synthetic with an unknown model exits 1 naming the known ones")) {
+        const char *build = getenv("BUILD");
+        char cmd[1200], msg[512];
+        snprintf(cmd, sizeof cmd, "%s/%s/optiq bench --synthetic nosuch 2>&1", test_path(""),
+                 build && *build ? build : "build");
+        FILE *p = popen(cmd, "r");
+        size_t n = p ? fread(msg, 1, sizeof msg - 1, p) : 0;
+        msg[n] = 0;
+        int st = p ? pclose(p) : -1;
+        CHECKF(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d", st);
+        CHECKF(strstr(msg, "unknown synthetic model 'nosuch'") && strstr(msg, "qwen3_5-0.8b"), "message: %s", msg);
+    }
+    for (TEST_CASE("generate, chat and dump: bad usage exits 2, a missing folder 1")) {
+        CHECK(run("generate --prompt hi", NULL) == 2);                                  /* no --model */
+        CHECK(run("generate --model /nonexistent/folder", NULL) == 2);                  /* no --prompt */
+        CHECK(run("generate --model /nonexistent/folder --prompt hi", NULL) == 1);
+        CHECK(run("generate --model /nonexistent/folder --prompt hi --max-tokens ten", NULL) == 2);
+        CHECK(run("generate --model /nonexistent/folder --prompt hi --temp -1", NULL) == 2);
+        CHECK(run("generate --model /nonexistent/folder --prompt hi --top-p 1.5", NULL) == 2);
+        CHECK(run("generate --model /nonexistent/folder --prompt hi --seed 1x", NULL) == 2);
+        CHECK(run("generate --model /nonexistent/folder --prompt hi --bogus", NULL) == 2);
+        CHECK(run("generate --model /nonexistent/folder --prompt hi extra", NULL) == 2);
+        CHECK(run("chat", NULL) == 2);
+        CHECK(run("chat --model /nonexistent/folder --top-k -3 </dev/null", NULL) == 2);
+        CHECK(run("chat --model /nonexistent/folder </dev/null", NULL) == 1);
+        CHECK(run("dump --prompt hi --out /tmp/x.safetensors", NULL) == 2);
+        CHECK(run("dump --model /nonexistent/folder --prompt hi", NULL) == 2);          /* no --out */
+        CHECK(run("dump --model /nonexistent/folder --prompt hi --out /tmp/x.safetensors", NULL) == 1);
+        CHECK(run("dump --model /nonexistent/folder --prompt hi --out /tmp/x.safetensors --threads 0", NULL) == 2);
+    }
+    for (TEST_CASE("generate (stream, --json, stdin), chat and dump on qwen35-dense-bf16"))
+        check_generation_commands();
+    for (TEST_CASE("generate: mlx-lm's prompt ids and greedy tokens, end to end (qwen35-dense-mixed, qwen35-moe-mixed)")) {
+        check_golden("qwen35-dense-mixed");
+        check_golden("qwen35-moe-mixed");
     }
     for (TEST_CASE("inspect tiny-mixed matches mlx-lm (bpw, parameters, bits histograms)")) check_folder("tiny-mixed");
     for (TEST_CASE("inspect tiny-q4 matches mlx-lm (tied embeddings, sidecar)")) {

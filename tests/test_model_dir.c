@@ -241,6 +241,55 @@ int main(void) {
         model_dir_close(md);
         md = NULL;
     }
+    for (TEST_CASE("in-memory model dir: config text and one shard, no folder")) {
+        /* the shard image: header length, the writer's header, zeroed data */
+        uint8_t *img[2] = {NULL, NULL};
+        size_t len = 0, data = (16 * 8 + 8) * 2;
+        st_file *sf[2] = {NULL, NULL};
+        for (int k = 0; k < 2; k++) {
+            st_writer *w = st_writer_new();
+            add(w, "model.embed_tokens.weight", DT_BF16, 2, 16, 8, 0);
+            add(w, "model.norm.weight", DT_BF16, 1, 8, 0, 0);
+            char *hdr = NULL;
+            size_t hl = 0;
+            CHECK(st_writer_header(w, &hdr, &hl, &e) == OPTIQ_OK);
+            st_writer_free(w);
+            len = 8 + hl + data;
+            img[k] = calloc(1, len);
+            if (!hdr || !img[k]) {
+                free(hdr);
+                break;
+            }
+            for (int b = 0; b < 8; b++) img[k][b] = (uint8_t)((uint64_t)hl >> (8 * b));
+            memcpy(img[k] + 8, hdr, hl);
+            free(hdr);
+            CHECKF(st_open_memory(img[k], len, "<memory>", &sf[k], &e) == OPTIQ_OK, "%s", e.message);
+        }
+        CHECKF(model_dir_open_memory("{\"model_type\": \"qwen3_5\", \"text_config\": {\"hidden_size\": 8}}", sf[0],
+                                     img[0], &md, &e) == OPTIQ_OK, "%s", e.message);
+        if (md) {
+            int64_t h = 0;
+            CHECK(strcmp(model_dir_path(md), "<memory>") == 0);
+            CHECK(strcmp(model_dir_model_type(md), "qwen3_5") == 0 && model_dir_text_config(md) != NULL);
+            CHECK(model_dir_lang_int(md, "hidden_size", &h, &e) == OPTIQ_OK && h == 8);
+            CHECK(model_dir_shard_count(md) == 1 && strcmp(model_dir_shard_name(md, 0), "model.safetensors") == 0);
+            CHECK(model_dir_tensor_count(md) == 2);
+            size_t shard = 9;
+            const st_tensor *t = model_dir_find(md, "model.norm.weight", &shard);
+            CHECK(t && shard == 0 && t->shape[0] == 8);
+            CHECK(strcmp(model_dir_tensor_at(md, 0, NULL)->name, "model.embed_tokens.weight") == 0);
+            CHECK(model_dir_tower_file_bytes(md) == len && model_dir_tower_tensor_bytes(md) == data);
+            CHECK(model_dir_index(md) == NULL && model_dir_sidecar(md) == NULL && model_dir_other_count(md) == 0);
+            CHECK(model_dir_file(md, MD_TOKENIZER_JSON) == NULL && model_dir_chat_template_source(md) == NULL);
+        }
+        model_dir_close(md); /* frees img[0] */
+        md = NULL;
+        /* a config that fails its checks: the shard and the buffer are released all the same */
+        CHECK(model_dir_open_memory("{\"architectures\": []}", sf[1], img[1], &md, &e) == OPTIQ_ERR_FORMAT && !md);
+        HAS("<memory>/config.json");
+        CHECK(model_dir_open_memory("{\"model_type\": \"x\"}", NULL, NULL, &md, &e) == OPTIQ_ERR_FORMAT && !md);
+        HAS("no language-tower weights");
+    }
     for (TEST_CASE("missing config.json")) {
         const char *d = newdir();
         CHECK(open_dir(d, &md) == OPTIQ_ERR_IO && md == NULL);

@@ -1,5 +1,6 @@
 /*
- * bench.c — the benchmarks behind `optiq bench`.
+ * bench.c — the benchmarks behind `optiq bench` (the synthetic-model runs
+ * of `--synthetic` are in bench_synthetic.c).
  *
  * Quantized matrix-vector throughput is reported as GB/s of weight bytes
  * streamed (packed codes + scales + biases), next to the machine's measured
@@ -22,6 +23,7 @@
 #include "base/error.h"
 #include "base/threadpool.h"
 #include "bench/membw.h"
+#include "bench/synthetic.h"
 #include "quant/qmatmul.h"
 #include "quant/quant.h"
 #include "quant/quantize.h"
@@ -36,7 +38,8 @@ static double now_s(void) {
 }
 
 optiq_bench_params optiq_bench_default(void) {
-    return (optiq_bench_params){.max_threads = 0, .seconds = 0.4, .cpu_level = NULL, .model_dir = NULL, .text_file = NULL};
+    return (optiq_bench_params){.max_threads = 0, .seconds = 0.4, .cpu_level = NULL, .model_dir = NULL,
+                                .text_file = NULL, .synthetic = NULL, .prefill_tokens = 512, .decode_tokens = 128};
 }
 
 /* One quantized matrix replicated n_copies times, back to back. */
@@ -250,10 +253,33 @@ static optiq_status bench_tokenizer(const optiq_bench_params *p, cJSON *root, op
     return st;
 }
 
+/* Thread counts of the synthetic runs: 1, 2, 4, ... below top, then top;
+ * top = max_threads, or by default the physical cores but at least 2. */
+static int synthetic_threads(int max_threads, int cores, int *out) {
+    int top = max_threads > 0 ? max_threads : (cores > 2 ? cores : 2), n = 0;
+    if (top > 64) top = 64;
+    for (int t = 1; t < top; t *= 2) out[n++] = t;
+    out[n++] = top;
+    return n;
+}
+
 optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, optiq_error *err) {
     optiq_bench_params p = params ? *params : optiq_bench_default();
     *json_out = NULL;
     if (!(p.seconds > 0) || p.seconds > 60) return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: seconds must be in (0, 60]");
+    if (p.prefill_tokens < 0 || p.prefill_tokens > 65536 || p.decode_tokens < 0 || p.decode_tokens > 65536)
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: prefill_tokens %d / decode_tokens %d not in [0, 65536]",
+                       p.prefill_tokens, p.decode_tokens);
+    if (p.synthetic) { /* fail before the minutes of measuring */
+        const synth_model *sm = synthetic_find(p.synthetic);
+        if (!sm)
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: unknown synthetic model '%s' (known: %s)", p.synthetic,
+                           synthetic_names());
+        int64_t n = (int64_t)(p.prefill_tokens ? p.prefill_tokens : 512) + (p.decode_tokens ? p.decode_tokens : 128);
+        if (n > sm->max_position)
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: %lld prompt + decode tokens exceed %s's context of %lld",
+                           (long long)n, sm->name, (long long)sm->max_position);
+    }
     if (p.cpu_level) {
         int lvl = cpu_level_from_name(p.cpu_level);
         if (lvl < 0) return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: unknown cpu level '%s' (portable, avx2, avx512)", p.cpu_level);
@@ -262,6 +288,12 @@ optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, 
     int cores = cpu_physical_cores();
     int max_threads = p.max_threads > 0 ? p.max_threads : cores;
     if (max_threads > 64) max_threads = 64;
+    /* thread counts measured: 1..max_threads, or the synthetic runs' list */
+    int counts[64], n_counts = 0;
+    if (p.synthetic) n_counts = synthetic_threads(p.max_threads, cores, counts);
+    else
+        for (int t = 1; t <= max_threads; t++) counts[n_counts++] = t;
+    max_threads = counts[n_counts - 1];
     thread_pool *pool = pool_create(max_threads);
     if (!pool) return err_set(err, OPTIQ_ERR_NOMEM, "bench: cannot start %d threads", max_threads);
 
@@ -271,7 +303,8 @@ optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, 
     cJSON_AddStringToObject(cpu, "kernel_level", cpu_level_name(cpu_level_current()));
     cJSON_AddNumberToObject(cpu, "physical_cores", cores);
     cJSON *mem = cJSON_AddArrayToObject(root, "memory_read_bandwidth");
-    for (int t = 1; t <= max_threads; t++) {
+    for (int k = 0; k < n_counts; k++) {
+        int t = counts[k];
         pool_set_threads(pool, t);
         membw[t] = mem_read_bandwidth_gbs(pool, (size_t)512 << 20, 3);
         cJSON *e = cJSON_CreateObject();
@@ -279,8 +312,13 @@ optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, 
         cJSON_AddNumberToObject(e, "gbs", membw[t]);
         cJSON_AddItemToArray(mem, e);
     }
-    cJSON *qmv = cJSON_AddArrayToObject(root, "qmatvec");
-    optiq_status st = bench_qmatvec(pool, &p, max_threads, membw, qmv, err);
+    optiq_status st;
+    if (p.synthetic) {
+        st = bench_synthetic(pool, &p, counts, n_counts, root, err);
+    } else {
+        cJSON *qmv = cJSON_AddArrayToObject(root, "qmatvec");
+        st = bench_qmatvec(pool, &p, max_threads, membw, qmv, err);
+    }
     if (!st && p.model_dir) st = bench_tokenizer(&p, root, err);
     pool_free(pool);
     qmatmul_release_scratch();

@@ -29,6 +29,7 @@ typedef struct md_slot { const st_tensor *t; size_t shard; } md_slot;
 
 struct model_dir {
     char *path;
+    void *memory;        /* model_dir_open_memory: the buffer its shard borrows (owned) */
     char *config_path;
     cJSON *config;
     const char *model_type, *text_model_type;
@@ -206,13 +207,9 @@ static optiq_status check_index(model_dir *md, const char *index_path, optiq_err
 
 /* ---- opening ------------------------------------------------------------ */
 
-static optiq_status load_config(model_dir *md, optiq_error *err) {
-    md->config_path = join(md->path, "config.json");
-    if (!md->config_path) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
-    if (!is_regular(md->config_path))
-        return err_set(err, OPTIQ_ERR_IO, "%s: not a model folder: config.json is missing", md->path);
-    optiq_status st = json_load_file(md->config_path, NULL, CONFIG_CAP, &md->config, err);
-    if (st != OPTIQ_OK) return st;
+/* The checks every config gets once parsed into md->config. */
+static optiq_status config_fields(model_dir *md, optiq_error *err) {
+    optiq_status st;
     const char *L = md->config_path;
     if (!cJSON_IsObject(md->config))
         return err_set(err, OPTIQ_ERR_FORMAT, "%s: is %s, expected an object", L, json_type_name(md->config));
@@ -224,6 +221,16 @@ static optiq_status load_config(model_dir *md, optiq_error *err) {
         (st = json_get_string_or(md->config, L, "text_config.model_type", NULL, &md->text_model_type, err)) != OPTIQ_OK)
         return st;
     return OPTIQ_OK;
+}
+
+static optiq_status load_config(model_dir *md, optiq_error *err) {
+    md->config_path = join(md->path, "config.json");
+    if (!md->config_path) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    if (!is_regular(md->config_path))
+        return err_set(err, OPTIQ_ERR_IO, "%s: not a model folder: config.json is missing", md->path);
+    optiq_status st = json_load_file(md->config_path, NULL, CONFIG_CAP, &md->config, err);
+    if (st != OPTIQ_OK) return st;
+    return config_fields(md, err);
 }
 
 static optiq_status scan_folder(model_dir *md, char ***shard_names, size_t *n_shards, optiq_error *err) {
@@ -361,12 +368,65 @@ fail:
     return st;
 }
 
+optiq_status model_dir_open_memory(const char *config_json, st_file *shard, void *shard_data, model_dir **out,
+                                   optiq_error *err) {
+    optiq_status st;
+    if (!out) {
+        st_close(shard);
+        free(shard_data);
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "model_dir_open_memory: NULL argument");
+    }
+    *out = NULL;
+    model_dir *md = calloc(1, sizeof *md);
+    if (!md || !(md->path = strdup("<memory>")) || !(md->config_path = strdup("<memory>/config.json"))) {
+        if (md) free(md->path);
+        free(md);
+        st_close(shard);
+        free(shard_data);
+        return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    }
+    /* From here model_dir_close releases the shard and its buffer. */
+    md->memory = shard_data;
+    if (shard) {
+        md->shards = calloc(1, sizeof *md->shards);
+        if (!md->shards) {
+            st_close(shard);
+            st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        md->shards[0] = (md_shard){NULL, shard};
+        md->n_shards = 1;
+        if (!(md->shards[0].name = strdup("model.safetensors"))) {
+            st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    if (!config_json) {
+        st = err_set(err, OPTIQ_ERR_INVALID_ARG, "%s: no config text", md->config_path);
+        goto fail;
+    }
+    if ((st = json_parse(config_json, strlen(config_json), md->config_path, &md->config, err)) != OPTIQ_OK) goto fail;
+    if ((st = config_fields(md, err)) != OPTIQ_OK) goto fail;
+    if (!shard) {
+        st = err_set(err, OPTIQ_ERR_FORMAT, "%s: no language-tower weights (no shard given)", md->path);
+        goto fail;
+    }
+    if ((st = build_table(md, err)) != OPTIQ_OK) goto fail;
+    qsort(md->sorted, md->n_tensors, sizeof *md->sorted, cmp_slot);
+    *out = md;
+    return OPTIQ_OK;
+fail:
+    model_dir_close(md);
+    return st;
+}
+
 void model_dir_close(model_dir *md) {
     if (!md) return;
     for (size_t i = 0; i < md->n_shards; i++) {
         st_close(md->shards[i].st);
         free(md->shards[i].name);
     }
+    free(md->memory);
     free(md->shards);
     free(md->table);
     free(md->sorted);

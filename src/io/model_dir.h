@@ -52,6 +52,16 @@ typedef enum md_file {
 } md_file;
 
 optiq_status model_dir_open(const char *path, model_dir **out, optiq_error *err);
+/* A model folder that exists only in memory (the synthetic benchmark models,
+ * tests): config.json given as text, and one language-tower shard already
+ * opened (st_open_memory). The config gets the same checks as a folder's;
+ * the path reads "<memory>", the shard is named "model.safetensors", and
+ * there is no index, sidecar, other safetensors or tokenizer/template file.
+ * Ownership of shard passes to the call, also on failure; so does that of
+ * shard_data when not NULL: the buffer the shard borrows (st_open_memory
+ * does not copy), released with free() after the shard is closed. */
+optiq_status model_dir_open_memory(const char *config_json, st_file *shard, void *shard_data, model_dir **out,
+                                   optiq_error *err);
 void model_dir_close(model_dir *md);
 
 const char *model_dir_path(const model_dir *md);

@@ -1,0 +1,645 @@
+/*
+ * engine.c — engines, sessions and the generation loop (optiq.h, section
+ * "engine, sessions, generation").
+ *
+ * An engine bundles what one model folder needs to generate: the language
+ * model (models/model.h), the tokenizer, the chat template (NULL when the
+ * folder has none), the stop tokens and the thread pool. It is never written
+ * to after optiq_engine_load returns.
+ *
+ * A session is a timeline: the list of its tokens and the model's cache. The
+ * cache may lag the list by tokens that were accepted but not evaluated yet:
+ * the last token a generation samples is kept in the list but only run
+ * through the model by the next call on the session (the reference's
+ * generate_step never evaluates its last token either, and a session that is
+ * dropped after the reply should not pay for it). Invariants:
+ *   cache position <= n_tokens <= context;
+ *   has_logits => cache position == n_tokens and logits is the model's
+ *   output after tokens[n_tokens - 1].
+ *
+ * EOS rule (mlx-lm's utils.load: load_config, then TokenizerWrapper):
+ * generation_config.json's eos_token_id when present and truthy (an id or a
+ * list of ids), else config.json's top-level eos_token_id, else (our
+ * addition, for VLM-style configs that keep it nested) text_config's
+ * eos_token_id, else the tokenizer's EOS ids.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "base/threadpool.h"
+#include "io/json.h"
+#include "io/model_dir.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "runtime/sampler.h"
+
+#define DEFAULT_PREFILL_CHUNK 512
+#define MAX_EOS 64
+
+struct optiq_engine {
+    lm_model *model;
+    const lm_info *info;
+    optiq_tokenizer *tok;
+    optiq_chat_template *tmpl; /* NULL when the folder has none */
+    thread_pool *pool;
+    int32_t eos[MAX_EOS];
+    size_t n_eos;
+    int64_t context;       /* tokens a session may hold (<= info->max_position) */
+    int64_t prefill_chunk; /* tokens per prefill forward call */
+};
+
+struct optiq_session {
+    optiq_engine *e;
+    lm_cache *cache;
+    int32_t *tokens; /* (cap_tokens) the timeline; tokens[cache pos ..] not evaluated yet */
+    size_t n_tokens, cap_tokens;
+    float *logits;   /* (vocab) after the last evaluated token; valid when has_logits */
+    float *scratch;  /* (vocab) the sampler's working copy (it overwrites its input) */
+    int has_logits;
+};
+
+static optiq_status nomem(optiq_error *err) { return err_set(err, OPTIQ_ERR_NOMEM, "out of memory"); }
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- engine ------------------------------------------------------------ */
+
+optiq_engine_params optiq_engine_default(void) {
+    optiq_engine_params p = {.n_threads = 0, .context = 0, .prefill_chunk = 0, .exact = 0};
+    return p;
+}
+
+static void add_eos(optiq_engine *e, int64_t id) {
+    if (id < 0 || id > INT32_MAX) return;
+    for (size_t i = 0; i < e->n_eos; i++)
+        if (e->eos[i] == (int32_t)id) return;
+    if (e->n_eos < MAX_EOS) e->eos[e->n_eos++] = (int32_t)id;
+}
+
+/* Add the ids of an eos_token_id value (a number or a list of numbers);
+ * entries that are not integers are skipped. Returns 1 when j was usable. */
+static int add_eos_value(optiq_engine *e, const cJSON *j) {
+    int64_t v;
+    if (!j || cJSON_IsNull(j)) return 0;
+    if (cJSON_IsArray(j)) {
+        for (const cJSON *x = j->child; x; x = x->next)
+            if (json_as_int(x, &v)) add_eos(e, v);
+        return 1;
+    }
+    if (json_as_int(j, &v)) {
+        add_eos(e, v);
+        return 1;
+    }
+    return 0;
+}
+
+/* generation_config.json counts only when its eos_token_id is truthy in
+ * Python's sense (load_config's `if eos_token_id := ...get(..., False)`): a
+ * 0 or an empty list there falls through to config.json. An unreadable
+ * generation_config.json is ignored, as load_config ignores a JSONDecodeError. */
+static int truthy_eos(const cJSON *j) {
+    int64_t v;
+    if (cJSON_IsArray(j)) return cJSON_GetArraySize(j) > 0;
+    return json_as_int(j, &v) && v != 0;
+}
+
+static void resolve_eos(optiq_engine *e) {
+    model_dir *md = lm_model_dir(e->model);
+    const char *gc_path = model_dir_file(md, MD_GENERATION_CONFIG);
+    if (gc_path) {
+        cJSON *gc = NULL;
+        if (json_load_file(gc_path, NULL, 0, &gc, NULL) == OPTIQ_OK) {
+            const cJSON *j = cJSON_GetObjectItemCaseSensitive(gc, "eos_token_id");
+            int used = truthy_eos(j) && add_eos_value(e, j);
+            cJSON_Delete(gc);
+            if (used) return;
+        }
+    }
+    if (add_eos_value(e, cJSON_GetObjectItemCaseSensitive(model_dir_config(md), "eos_token_id"))) return;
+    const cJSON *tc = model_dir_text_config(md);
+    if (tc && add_eos_value(e, cJSON_GetObjectItemCaseSensitive(tc, "eos_token_id"))) return;
+    const int32_t *ids;
+    size_t n = optiq_tokenizer_eos_ids(e->tok, &ids);
+    for (size_t i = 0; i < n; i++) add_eos(e, ids[i]);
+}
+
+optiq_status optiq_engine_load(const char *dir, const optiq_engine_params *params, optiq_engine **out,
+                               optiq_error *err) {
+    if (!out) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_engine_load: no output handle");
+    *out = NULL;
+    if (!dir) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_engine_load: no model folder");
+    optiq_engine_params p = params ? *params : optiq_engine_default();
+    if (p.n_threads < 0 || p.context < 0 || p.prefill_chunk < 0)
+        return err_set(err, OPTIQ_ERR_INVALID_ARG,
+                       "engine parameters must not be negative (n_threads %d, context %lld, prefill_chunk %lld)",
+                       p.n_threads, (long long)p.context, (long long)p.prefill_chunk);
+    optiq_engine *e = calloc(1, sizeof *e);
+    if (!e) return nomem(err);
+    optiq_status st = lm_load(dir, &e->model, err);
+    if (st == OPTIQ_OK) lm_set_exact(e->model, p.exact);
+    if (st) goto fail;
+    e->info = lm_get_info(e->model);
+    if ((st = optiq_tokenizer_load(dir, &e->tok, err)) != OPTIQ_OK) goto fail;
+    if (model_dir_chat_template_source(lm_model_dir(e->model)) &&
+        (st = optiq_chat_template_load(dir, &e->tmpl, err)) != OPTIQ_OK)
+        goto fail;
+    e->context = p.context ? p.context : e->info->max_position;
+    if (e->context > e->info->max_position) {
+        st = err_set(err, OPTIQ_ERR_INVALID_ARG, "context of %lld tokens is larger than the model's %lld (max_position_embeddings)",
+                     (long long)e->context, (long long)e->info->max_position);
+        goto fail;
+    }
+    e->prefill_chunk = p.prefill_chunk ? p.prefill_chunk : DEFAULT_PREFILL_CHUNK;
+    if (!(e->pool = pool_create(p.n_threads))) {
+        st = err_set(err, OPTIQ_ERR_NOMEM, "cannot start a thread pool of %d threads", p.n_threads);
+        goto fail;
+    }
+    resolve_eos(e);
+    *out = e;
+    return OPTIQ_OK;
+fail:
+    optiq_engine_free(e);
+    return st;
+}
+
+void optiq_engine_free(optiq_engine *e) {
+    if (!e) return;
+    pool_free(e->pool);
+    optiq_chat_template_free(e->tmpl);
+    optiq_tokenizer_free(e->tok);
+    lm_free(e->model);
+    free(e);
+}
+
+const optiq_tokenizer *optiq_engine_tokenizer(const optiq_engine *e) { return e->tok; }
+const optiq_chat_template *optiq_engine_chat_template(const optiq_engine *e) { return e->tmpl; }
+const char *optiq_engine_model_type(const optiq_engine *e) { return e->info->model_type; }
+int64_t optiq_engine_vocab_size(const optiq_engine *e) { return e->info->vocab_size; }
+int64_t optiq_engine_context(const optiq_engine *e) { return e->context; }
+
+size_t optiq_engine_eos_ids(const optiq_engine *e, const int32_t **ids) {
+    if (ids) *ids = e->eos;
+    return e->n_eos;
+}
+
+static int is_eos(const optiq_engine *e, int32_t id) {
+    for (size_t i = 0; i < e->n_eos; i++)
+        if (e->eos[i] == id) return 1;
+    return 0;
+}
+
+/* ---- sessions ------------------------------------------------------------ */
+
+optiq_status optiq_session_new(optiq_engine *e, optiq_session **out, optiq_error *err) {
+    if (!out) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_session_new: no output handle");
+    *out = NULL;
+    if (!e) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_session_new: no engine");
+    optiq_session *s = calloc(1, sizeof *s);
+    if (!s) return nomem(err);
+    s->e = e;
+    size_t vocab = (size_t)e->info->vocab_size;
+    s->cap_tokens = e->context < 1024 ? (size_t)e->context : 1024;
+    s->tokens = malloc(s->cap_tokens * sizeof *s->tokens);
+    s->logits = malloc(vocab * sizeof *s->logits);
+    s->scratch = malloc(vocab * sizeof *s->scratch);
+    optiq_status st = OPTIQ_OK;
+    if (!s->tokens || !s->logits || !s->scratch) st = nomem(err);
+    else st = lm_cache_new(e->model, e->context, &s->cache, err);
+    if (st) {
+        optiq_session_free(s);
+        return st;
+    }
+    *out = s;
+    return OPTIQ_OK;
+}
+
+void optiq_session_free(optiq_session *s) {
+    if (!s) return;
+    lm_cache_free(s->cache);
+    free(s->tokens);
+    free(s->logits);
+    free(s->scratch);
+    free(s);
+}
+
+void optiq_session_reset(optiq_session *s) {
+    if (!s) return;
+    lm_cache_reset(s->cache);
+    s->n_tokens = 0;
+    s->has_logits = 0;
+}
+
+int64_t optiq_session_position(const optiq_session *s) { return s ? (int64_t)s->n_tokens : 0; }
+
+/* Room for `need` tokens in the timeline; need <= context. */
+static optiq_status reserve_tokens(optiq_session *s, size_t need, optiq_error *err) {
+    if (need <= s->cap_tokens) return OPTIQ_OK;
+    size_t cap = s->cap_tokens * 2 > need ? s->cap_tokens * 2 : need;
+    if (cap > (size_t)s->e->context) cap = (size_t)s->e->context;
+    int32_t *t = realloc(s->tokens, cap * sizeof *t);
+    if (!t) return nomem(err);
+    s->tokens = t;
+    s->cap_tokens = cap;
+    return OPTIQ_OK;
+}
+
+static optiq_status check_ids(const optiq_engine *e, const int32_t *ids, size_t n, optiq_error *err) {
+    if (n && !ids) return err_set(err, OPTIQ_ERR_INVALID_ARG, "%zu tokens given but no token array", n);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= e->info->vocab_size)
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "token id %d at %zu is outside the vocabulary (0..%lld)",
+                           (int)ids[i], i, (long long)e->info->vocab_size - 1);
+    return OPTIQ_OK;
+}
+
+/* A failure inside the model leaves caches we cannot trust (a recurrent
+ * state may be half updated), so the session starts over and says so. */
+static optiq_status fail_reset(optiq_session *s, optiq_status st, optiq_error *err) {
+    optiq_session_reset(s);
+    if (err) {
+        size_t l = strlen(err->message);
+        snprintf(err->message + l, sizeof err->message - l, " (the session was reset)");
+    }
+    return st;
+}
+
+/* Run the tokens the cache has not seen yet, tokens[pos .. n_tokens), in
+ * chunks of prefill_chunk; the logits of the last one land in s->logits.
+ * split_last: run the last token on its own, as mlx-lm's generate_step does
+ * (the prompt but its last token in chunks, then the last token produces the
+ * first logits) — the reference fixtures were made that way, and a different
+ * split changes the rounding of the attention sums. */
+static optiq_status feed(optiq_session *s, int split_last, optiq_error *err) {
+    optiq_engine *e = s->e;
+    int64_t pos = lm_cache_pos(s->cache), end = (int64_t)s->n_tokens;
+    int64_t body_end = split_last ? end - 1 : end;
+    while (pos < end) {
+        int64_t stop = pos < body_end ? (body_end - pos > e->prefill_chunk ? pos + e->prefill_chunk : body_end) : end;
+        lm_forward_args a = {.tokens = s->tokens + pos, .n = stop - pos, .logits = stop == end ? s->logits : NULL};
+        optiq_status st = lm_forward(e->model, s->cache, e->pool, &a, err);
+        if (st) return fail_reset(s, st, err);
+        pos = stop;
+    }
+    s->has_logits = 1;
+    return OPTIQ_OK;
+}
+
+static optiq_status context_error(const optiq_session *s, size_t n, optiq_error *err) {
+    return err_set(err, OPTIQ_ERR_CONTEXT, "prompt of %zu tokens does not fit the context of %lld tokens (%zu in use)",
+                   n, (long long)s->e->context, s->n_tokens);
+}
+
+optiq_status optiq_session_eval(optiq_session *s, const int32_t *ids, size_t n, float *logits, optiq_error *err) {
+    if (!s) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_session_eval: no session");
+    optiq_status st = check_ids(s->e, ids, n, err);
+    if (st) return st;
+    if (n > (size_t)s->e->context - s->n_tokens) return context_error(s, n, err);
+    if (n == 0 && s->n_tokens == 0)
+        return logits ? err_set(err, OPTIQ_ERR_INVALID_ARG, "no tokens evaluated yet: there are no logits") : OPTIQ_OK;
+    if ((st = reserve_tokens(s, s->n_tokens + n, err)) != OPTIQ_OK) return st;
+    if (n) {
+        memcpy(s->tokens + s->n_tokens, ids, n * sizeof *ids);
+        s->n_tokens += n;
+        s->has_logits = 0;
+    }
+    if (!s->has_logits && (st = feed(s, 0, err)) != OPTIQ_OK) return st;
+    if (logits) memcpy(logits, s->logits, (size_t)s->e->info->vocab_size * sizeof *logits);
+    return OPTIQ_OK;
+}
+
+/* ---- generation ---------------------------------------------------------- */
+
+optiq_generate_params optiq_generate_default(void) {
+    optiq_generate_params p;
+    memset(&p, 0, sizeof p);
+    p.sampling = optiq_sampling_default();
+    p.max_tokens = 256;
+    return p;
+}
+
+void optiq_generation_free(optiq_generation *g) {
+    if (!g) return;
+    free(g->tokens);
+    free(g->text);
+    memset(g, 0, sizeof *g);
+}
+
+static optiq_status check_params(const optiq_generate_params *p, optiq_error *err) {
+    const optiq_sampling *q = &p->sampling;
+    if (p->max_tokens < 0) return err_set(err, OPTIQ_ERR_INVALID_ARG, "max_tokens %d is negative", p->max_tokens);
+    if (p->n_stop && !p->stop) return err_set(err, OPTIQ_ERR_INVALID_ARG, "%zu stop strings but no array", p->n_stop);
+    for (size_t i = 0; i < p->n_stop; i++)
+        if (!p->stop[i]) return err_set(err, OPTIQ_ERR_INVALID_ARG, "stop string %zu is NULL", i);
+    if (!(q->temperature >= 0) || !isfinite(q->temperature))
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "temperature %g: expected a finite value >= 0", q->temperature);
+    if (!(q->top_p >= 0 && q->top_p <= 1))
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "top_p %g: expected 0..1", q->top_p);
+    if (!(q->min_p >= 0 && q->min_p <= 1))
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "min_p %g: expected 0..1", q->min_p);
+    if (q->top_k < 0) return err_set(err, OPTIQ_ERR_INVALID_ARG, "top_k %d is negative", q->top_k);
+    if (!(q->repetition_penalty >= 0) || !isfinite(q->repetition_penalty))
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "repetition_penalty %g: expected a finite value >= 0",
+                       q->repetition_penalty);
+    if (!isfinite(q->presence_penalty) || !isfinite(q->frequency_penalty))
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "presence/frequency penalties must be finite");
+    if (q->penalty_context < 0)
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "penalty_context %d is negative", q->penalty_context);
+    return OPTIQ_OK;
+}
+
+/* The state of one optiq_generate call: the output under construction and
+ * the stop-string scanner. text[0 .. emitted) has gone to the callback. */
+typedef struct gen {
+    const optiq_generate_params *p;
+    size_t max_stop;   /* longest stop string */
+    int32_t *tokens;
+    size_t n_tokens, cap_tokens;
+    char *text;        /* NUL-terminated */
+    size_t len, cap;
+    size_t emitted;
+    int cut;           /* a stop string was found: text ends before it */
+} gen;
+
+static int grow_text(gen *g, size_t add) {
+    if (g->len + add + 1 <= g->cap) return 1;
+    size_t cap = g->cap * 2 > g->len + add + 1 ? g->cap * 2 : g->len + add + 1;
+    char *t = realloc(g->text, cap);
+    if (!t) return 0;
+    g->text = t;
+    g->cap = cap;
+    return 1;
+}
+
+/* Append a piece of text and cut at the first stop string it completes.
+ * Occurrences wholly inside the older text were found before, so the scan
+ * starts max_stop - 1 bytes before the new piece. */
+static int add_text(gen *g, const char *piece, size_t n) {
+    if (!n) return 1;
+    if (!grow_text(g, n)) return 0;
+    size_t old = g->len;
+    memcpy(g->text + g->len, piece, n);
+    g->len += n;
+    g->text[g->len] = 0;
+    size_t from = old + 1 > g->max_stop ? old + 1 - g->max_stop : 0;
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < g->p->n_stop; i++) {
+        size_t sl = strlen(g->p->stop[i]);
+        if (!sl || sl > g->len - from) continue;
+        const char *hit = memmem(g->text + from, g->len - from, g->p->stop[i], sl);
+        if (hit && (size_t)(hit - g->text) < best) best = (size_t)(hit - g->text);
+    }
+    if (best != SIZE_MAX) {
+        g->len = best;
+        g->text[best] = 0;
+        g->cut = 1;
+    }
+    return 1;
+}
+
+/* End of the text that is safe to stream: everything but the longest tail
+ * that is the start of some stop string (held back until it is decided). */
+static size_t safe_end(const gen *g) {
+    size_t hold = 0;
+    for (size_t i = 0; i < g->p->n_stop; i++) {
+        size_t sl = strlen(g->p->stop[i]);
+        size_t k = sl - (sl > 0);
+        if (k > g->len) k = g->len;
+        for (; k > hold; k--)
+            if (!memcmp(g->text + g->len - k, g->p->stop[i], k)) break;
+        if (k > hold) hold = k;
+    }
+    size_t end = g->len - hold;
+    /* never split a character (only a stop string that is not UTF-8 could make us) */
+    while (end > g->emitted && end < g->len && ((unsigned char)g->text[end] & 0xC0) == 0x80) end--;
+    return end > g->emitted ? end : g->emitted;
+}
+
+/* Stream text[emitted .. end) for token id; returns the callback's verdict. */
+static int emit(gen *g, int32_t id, size_t end) {
+    size_t from = g->emitted;
+    g->emitted = end;
+    return g->p->on_token ? g->p->on_token(g->p->user, id, g->text + from, end - from) : 0;
+}
+
+static int add_token(gen *g, int32_t id) {
+    if (g->n_tokens == g->cap_tokens) {
+        size_t cap = g->cap_tokens * 2;
+        int32_t *t = realloc(g->tokens, cap * sizeof *t);
+        if (!t) return 0;
+        g->tokens = t;
+        g->cap_tokens = cap;
+    }
+    g->tokens[g->n_tokens++] = id;
+    return 1;
+}
+
+optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_prompt, const optiq_generate_params *p,
+                            optiq_generation *out, optiq_error *err) {
+    if (!out) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_generate: no output");
+    memset(out, 0, sizeof *out);
+    if (!s || !p) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_generate: no session or parameters");
+    double t0 = now_seconds();
+    optiq_engine *e = s->e;
+    optiq_status st = check_params(p, err);
+    if (!st) st = check_ids(e, prompt, n_prompt, err);
+    if (st) return st;
+    if (n_prompt == 0 && s->n_tokens == 0)
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "empty prompt and an empty session: nothing to continue from");
+    /* Room for the prompt and the first generated token. */
+    if (n_prompt >= (size_t)e->context - s->n_tokens)
+        return err_set(err, OPTIQ_ERR_CONTEXT,
+                       "prompt of %zu tokens does not fit the context of %lld tokens (%zu in use, 1 needed for "
+                       "the reply)",
+                       n_prompt, (long long)e->context, s->n_tokens);
+
+    gen g = {.p = p};
+    for (size_t i = 0; i < p->n_stop; i++)
+        if (strlen(p->stop[i]) > g.max_stop) g.max_stop = strlen(p->stop[i]);
+    g.cap_tokens = p->max_tokens && p->max_tokens < 256 ? (size_t)p->max_tokens : 256;
+    g.cap = 1024;
+    g.tokens = malloc(g.cap_tokens * sizeof *g.tokens);
+    g.text = malloc(g.cap);
+    sampler *sm = sampler_new(&p->sampling, e->info->vocab_size);
+    optiq_detokenizer *dt = NULL;
+    if (!g.tokens || !g.text || !sm) st = nomem(err);
+    if (!st) st = optiq_detokenizer_new(e->tok, 0, &dt, err);
+    if (!st) st = reserve_tokens(s, s->n_tokens + n_prompt + 1, err);
+    if (st) goto done;
+    g.text[0] = 0;
+
+    if (n_prompt) {
+        memcpy(s->tokens + s->n_tokens, prompt, n_prompt * sizeof *prompt);
+        s->n_tokens += n_prompt;
+        s->has_logits = 0;
+    }
+    if (!s->has_logits && (st = feed(s, 1, err)) != OPTIQ_OK) goto done;
+
+    const char *finish = NULL;
+    double t_first = 0;
+    int32_t last = -1; /* the token whose callback is still due after the loop */
+    for (;;) {
+        size_t vocab = (size_t)e->info->vocab_size;
+        memcpy(s->scratch, s->logits, vocab * sizeof *s->scratch);
+        int32_t id = sampler_sample(sm, s->scratch, s->tokens, s->n_tokens);
+        if (g.n_tokens == 0) t_first = now_seconds();
+        if (!p->ignore_eos && is_eos(e, id)) {
+            finish = "stop";
+            break;
+        }
+        if ((st = reserve_tokens(s, s->n_tokens + 1, err)) != OPTIQ_OK) goto done;
+        if (!add_token(&g, id)) {
+            st = nomem(err);
+            goto done;
+        }
+        s->tokens[s->n_tokens++] = id;
+        s->has_logits = 0;
+        const char *piece;
+        size_t plen;
+        if ((st = optiq_detokenizer_push(dt, id, &piece, &plen, err)) != OPTIQ_OK) goto done;
+        if (!add_text(&g, piece, plen)) {
+            st = nomem(err);
+            goto done;
+        }
+        if (g.cut) {
+            finish = "stop";
+            emit(&g, id, g.len);
+            break;
+        }
+        if ((p->max_tokens && g.n_tokens == (size_t)p->max_tokens) || s->n_tokens == (size_t)e->context) {
+            finish = "length";
+            last = id;
+            break;
+        }
+        if (emit(&g, id, safe_end(&g))) {
+            finish = "abort";
+            break;
+        }
+        lm_forward_args a = {.tokens = s->tokens + s->n_tokens - 1, .n = 1, .logits = s->logits};
+        if ((st = lm_forward(e->model, s->cache, e->pool, &a, err)) != OPTIQ_OK) {
+            fail_reset(s, st, err);
+            goto done;
+        }
+        s->has_logits = 1;
+    }
+
+    /* The text the detokenizer still held, then whatever was held back for
+     * a possible stop string: it is final now. */
+    if (!g.cut) {
+        const char *piece;
+        size_t plen;
+        if ((st = optiq_detokenizer_finish(dt, &piece, &plen, err)) != OPTIQ_OK) goto done;
+        if (!add_text(&g, piece, plen)) {
+            st = nomem(err);
+            goto done;
+        }
+        if (g.cut && strcmp(finish, "abort") != 0) finish = "stop";
+    }
+    if (last >= 0) emit(&g, last, g.len);
+    else if (strcmp(finish, "abort") != 0 && g.len > g.emitted) emit(&g, -1, g.len);
+
+    double t_end = now_seconds();
+    out->tokens = g.tokens;
+    out->n_tokens = g.n_tokens;
+    out->text = g.text;
+    out->text_len = g.len;
+    out->finish_reason = finish;
+    out->prompt_tokens = (int64_t)n_prompt;
+    out->prefill_seconds = t_first - t0;
+    out->decode_seconds = t_end - t_first;
+    g.tokens = NULL;
+    g.text = NULL;
+done:
+    optiq_detokenizer_free(dt);
+    sampler_free(sm);
+    free(g.tokens);
+    free(g.text);
+    return st;
+}
+
+/* ---- dump ---------------------------------------------------------------- */
+
+typedef struct dump_ctx {
+    float *hidden;    /* (n_stages, n, hidden_size) */
+    int64_t n, hidden_size;
+    int n_stages;
+    unsigned char *seen;
+    int bad_stage;    /* first stage reported with the wrong shape, or -1 */
+} dump_ctx;
+
+static void dump_hidden(void *user, int stage, const float *h, int64_t n, int64_t hidden) {
+    dump_ctx *d = user;
+    if (stage < 0 || stage >= d->n_stages || n != d->n || hidden != d->hidden_size) {
+        if (d->bad_stage < 0) d->bad_stage = stage;
+        return;
+    }
+    memcpy(d->hidden + (size_t)stage * (size_t)n * (size_t)hidden, h, (size_t)n * (size_t)hidden * sizeof *h);
+    d->seen[stage] = 1;
+}
+
+optiq_status optiq_dump(optiq_engine *e, const int32_t *ids, size_t n, const char *path, optiq_error *err) {
+    if (!e || !path) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_dump: no engine or path");
+    if (n == 0) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_dump: no tokens");
+    optiq_status st = check_ids(e, ids, n, err);
+    if (st) return st;
+    const lm_info *info = e->info;
+    if ((int64_t)n > info->max_position)
+        return err_set(err, OPTIQ_ERR_CONTEXT, "prompt of %zu tokens does not fit the context of %lld tokens (0 in use)",
+                       n, (long long)info->max_position);
+    dump_ctx d = {.n = (int64_t)n, .hidden_size = info->hidden_size, .n_stages = info->n_layers + 2, .bad_stage = -1};
+    size_t n_hidden = (size_t)d.n_stages * n, n_logits = n;
+    if (n_hidden > SIZE_MAX / sizeof(float) / (size_t)info->hidden_size ||
+        n_logits > SIZE_MAX / sizeof(float) / (size_t)info->vocab_size)
+        return nomem(err);
+    d.hidden = malloc(n_hidden * (size_t)info->hidden_size * sizeof(float));
+    d.seen = calloc((size_t)d.n_stages, 1);
+    float *logits = malloc(n_logits * (size_t)info->vocab_size * sizeof(float));
+    lm_cache *cache = NULL;
+    st_writer *w = NULL;
+    if (!d.hidden || !d.seen || !logits) {
+        st = nomem(err);
+        goto done;
+    }
+    if ((st = lm_cache_new(e->model, (int64_t)n, &cache, err)) != OPTIQ_OK) goto done;
+    lm_forward_args a = {.tokens = ids, .n = (int64_t)n, .logits = logits, .logits_all = 1,
+                         .on_hidden = dump_hidden, .hidden_user = &d};
+    if ((st = lm_forward(e->model, cache, e->pool, &a, err)) != OPTIQ_OK) goto done;
+    if (d.bad_stage >= 0) {
+        st = err_set(err, OPTIQ_ERR_FORMAT, "dump: hidden states of stage %d reported with an unexpected shape",
+                     d.bad_stage);
+        goto done;
+    }
+    for (int i = 0; i < d.n_stages; i++)
+        if (!d.seen[i]) {
+            st = err_set(err, OPTIQ_ERR_FORMAT, "dump: the model reported no hidden states for stage %d of 0..%d", i,
+                         d.n_stages - 1);
+            goto done;
+        }
+    if (!(w = st_writer_new())) {
+        st = nomem(err);
+        goto done;
+    }
+    int64_t tshape[1] = {(int64_t)n};
+    int64_t hshape[3] = {d.n_stages, (int64_t)n, info->hidden_size};
+    int64_t lshape[2] = {(int64_t)n, info->vocab_size};
+    if (!(st = st_writer_add(w, "tokens", DT_I32, 1, tshape, ids, err)) &&
+        !(st = st_writer_add(w, "hidden", DT_F32, 3, hshape, d.hidden, err)) &&
+        !(st = st_writer_add(w, "logits", DT_F32, 2, lshape, logits, err)) &&
+        !(st = st_writer_metadata(w, "model_type", info->model_type ? info->model_type : "", err)))
+        st = st_writer_save(w, path, err);
+done:
+    st_writer_free(w);
+    lm_cache_free(cache);
+    free(logits);
+    free(d.seen);
+    free(d.hidden);
+    return st;
+}
