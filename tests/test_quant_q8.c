@@ -157,6 +157,28 @@ int main(void) {
                     rw_free(&w);
                 }
             }
+    for (TEST_CASE("activation preparation: VNNI and portable write the same bytes")) {
+        if (!has_vnni) break;
+        const int64_t ks[] = {32, 64, 96, 128, 160, 224, 1024, 3584};
+        for (int ki = 0; ki < 8; ki++) {
+            int64_t K = ks[ki], plen = qkern_prep_len(K);
+            float *x = malloc(sizeof(float) * (size_t)K);
+            float *pa = aligned_alloc(64, sizeof(float) * (size_t)plen), *pb = aligned_alloc(64, sizeof(float) * (size_t)plen);
+            for (int64_t i = 0; i < K; i++) x[i] = frand(-3.0f, 3.0f) * (i % 5 == 0 ? 100.0f : 1.0f);
+            if (K >= 64) memset(x + 32, 0, sizeof(float) * 32); /* a zero block */
+            x[K - 1] = 0.5f * (x[K - 2] = 127.0f); /* a block whose max is exact */
+            memset(pa, 0xAB, sizeof(float) * (size_t)plen);
+            memset(pb, 0xAB, sizeof(float) * (size_t)plen);
+            size_t used = Q8_SCALES_OFF(K);
+            qprep_q8n_portable(x, K, pa);
+            qprep_q8n_vnni(x, K, pb);
+            CHECKF(memcmp(pa, pb, used + sizeof(float) * (size_t)(K / 8)) == 0, "4-bit layout differs at K=%lld", (long long)K);
+            qprep_q8b_portable(x, K, pa);
+            qprep_q8b_vnni(x, K, pb);
+            CHECKF(memcmp(pa, pb, used + sizeof(float) * (size_t)(K / 4)) == 0, "8-bit layout differs at K=%lld", (long long)K);
+            free(x), free(pa), free(pb);
+        }
+    }
     for (TEST_CASE("formats without a q8 kernel (3-bit, mxfp4) keep the f32 path")) {
         qweight q = {0};
         q.fmt = (qformat){QMODE_AFFINE, 3, 64};

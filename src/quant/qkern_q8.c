@@ -12,15 +12,18 @@ static void q8_blocks(const float *x, int64_t K, int8_t *q1, int8_t *q2, float *
     for (int64_t b = 0; b < K / 32; b++) {
         const float *xb = x + b * 32;
         float amax = 0.0f;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        for (int j = 0; j < 32; j++) {
+            float v = fabsf(xb[j]);
+            amax = v > amax ? v : amax;
+        }
         float db = amax / 127.0f;
         float inv = amax > 0.0f ? 127.0f / amax : 0.0f, inv2 = inv * 256.0f;
         d[b] = db;
         for (int j = 0; j < 32; j++) {
             float v = nearbyintf(xb[j] * inv); /* round half to even */
-            v = fminf(fmaxf(v, -127.0f), 127.0f);
+            v = v < -127.0f ? -127.0f : v > 127.0f ? 127.0f : v;
             float r = nearbyintf((xb[j] - db * v) * inv2);
-            r = fminf(fmaxf(r, -127.0f), 127.0f);
+            r = r < -127.0f ? -127.0f : r > 127.0f ? 127.0f : r;
             q1[b * 32 + j] = (int8_t)v;
             q2[b * 32 + j] = (int8_t)r;
         }
