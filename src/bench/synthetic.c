@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/dtype.h"
 #include "io/safetensors.h"
@@ -374,13 +375,14 @@ optiq_status synthetic_model_dir(const synth_model *s, uint64_t seed, thread_poo
     st_writer_free(w);
     uint8_t *img = NULL;
     size_t padded = (8 + hlen + 63) / 64 * 64 - 8, size = 8 + padded + (size_t)data_bytes;
-    if (!st && !(img = aligned_alloc(64, (size + 63) / 64 * 64)))
+    if (!st && !(img = aligned_alloc(2u << 20, (size + (2u << 20) - 1) / (2u << 20) * (2u << 20))))
         st = err_set(err, OPTIQ_ERR_NOMEM, "synthetic %s: cannot allocate %zu bytes of weights", s->name, size);
     if (st) {
         free(hdr);
         tlist_free(&l);
         return st;
     }
+    madvise(img, (size + (2u << 20) - 1) / (2u << 20) * (2u << 20), MADV_HUGEPAGE);
     for (int b = 0; b < 8; b++) img[b] = (uint8_t)((uint64_t)padded >> (8 * b));
     memcpy(img + 8, hdr, hlen);
     memset(img + 8 + hlen, ' ', padded - hlen);

@@ -5,7 +5,8 @@
  * A row of the table (synthetic.c) gives a model's shapes and quantization;
  * the builder lays out every tensor an MLX-converted folder of that model
  * holds (names, dtypes, shapes as mlx-lm's convert writes them) in one
- * malloc'd safetensors image, fills it with random values and opens it as a
+ * safetensors image in anonymous memory (2 MB aligned, transparent huge pages
+ * asked for with madvise, as the loader does for weight files), fills it with random values and opens it as a
  * model_dir (model_dir_open_memory): the normal loader (lm_load_dir) then
  * binds it exactly as it binds a folder on disk. Nothing is written to disk.
  *

@@ -48,6 +48,7 @@
 #include <cjson/cJSON.h>
 
 #include "base/dtype.h"
+#include "kernels/gdn.h"
 #include "kernels/nn.h"
 #include "models/linear.h"
 #include "models/model.h"
@@ -580,39 +581,6 @@ typedef struct gdn_ctx {
     int64_t n;
 } gdn_ctx;
 
-/* S_i *= g; returns S_i · k (8 partial sums: vectorizable, fixed order). */
-static inline float decay_dot(float *restrict s, const float *restrict k, float g, int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; l++) {
-            s[j + l] *= g;
-            acc[l] += s[j + l] * k[j + l];
-        }
-    for (; j < n; j++) {
-        s[j] *= g;
-        acc[0] += s[j] * k[j];
-    }
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-/* S_i += d k; returns S_i · q. */
-static inline float update_dot(float *restrict s, const float *restrict k, const float *restrict q, float d,
-                               int64_t n) {
-    float acc[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; l++) {
-            s[j + l] += d * k[j + l];
-            acc[l] += s[j + l] * q[j + l];
-        }
-    for (; j < n; j++) {
-        s[j] += d * k[j];
-        acc[0] += s[j] * q[j];
-    }
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
 static void gdn_head(void *vctx, int64_t h, int thread) {
     (void)thread;
     const gdn_ctx *a = vctx;
@@ -624,12 +592,7 @@ static void gdn_head(void *vctx, int64_t h, int thread) {
         const float *u = a->u + t * m->conv_dim;
         const float *q = u + kh * Dk, *k = u + m->key_dim + kh * Dk, *v = u + 2 * m->key_dim + h * Dv;
         float g = a->g[t * Hv + h], beta = a->beta[t * Hv + h];
-        float *y = a->y + (t * Hv + h) * Dv;
-        for (int64_t i = 0; i < Dv; i++) {
-            float *Si = S + i * Dk;
-            float d = (v[i] - decay_dot(Si, k, g, Dk)) * beta;
-            y[i] = update_dot(Si, k, q, d, Dk);
-        }
+        gdn_step(S, q, k, v, g, beta, Dv, Dk, a->y + (t * Hv + h) * Dv);
     }
 }
 

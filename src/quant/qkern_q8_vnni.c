@@ -17,11 +17,13 @@
  */
 #include <immintrin.h>
 
+#include "base/simd512.h"
 #include "quant/qkern.h"
 
 #define AI static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
 
+#define PF_ROWS_BYTES 16384 /* single-row kernels: see q8_rows */
 #ifndef PF_DIST
 #define PF_DIST 2048 /* bytes of packed weights prefetched ahead (as qkern_avx512.c) */
 #endif
@@ -114,9 +116,8 @@ AI void q8_chunk(const qmm_args *a, const int MB, const int BITS, const uint8_t 
             const float *xl = (const float *)((const uint8_t *)a->x[i] + Q8_SCALES_OFF(K));
             __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_maskz_loadu_epi8(bm, xq + c0));
             is = _mm512_dpbusd_epi32(is, hi, _mm512_maskz_loadu_epi8(bm, xq + c0 + L / 2));
-            __m512i i2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_maskz_loadu_epi8(bm, xq + K + c0));
-            i2 = _mm512_dpbusd_epi32(i2, hi, _mm512_maskz_loadu_epi8(bm, xq + K + c0 + L / 2));
-            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), i2);
+            is = _mm512_dpbusd_epi32(_mm512_slli_epi32(is, 8), lo, _mm512_maskz_loadu_epi8(bm, xq + K + c0));
+            is = _mm512_dpbusd_epi32(is, hi, _mm512_maskz_loadu_epi8(bm, xq + K + c0 + L / 2));
             __m512 dl = _mm512_maskz_loadu_ps(mask_n(L / LW), xl + c0 / LW);
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dl, swl), acc[i]);
         }
@@ -128,8 +129,7 @@ AI void q8_chunk(const qmm_args *a, const int MB, const int BITS, const uint8_t 
             const int8_t *xq = (const int8_t *)a->x[i];
             const float *xl = (const float *)((const uint8_t *)a->x[i] + Q8_SCALES_OFF(K));
             __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, _mm512_maskz_loadu_epi8(bm, xq + c0));
-            __m512i i2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, _mm512_maskz_loadu_epi8(bm, xq + K + c0));
-            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), i2);
+            is = _mm512_dpbusd_epi32(_mm512_slli_epi32(is, 8), wv, _mm512_maskz_loadu_epi8(bm, xq + K + c0));
             __m512 dl = _mm512_maskz_loadu_ps(mask_n(L / LW), xl + c0 / LW);
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dl, swl), acc[i]);
         }
@@ -185,36 +185,38 @@ AI void q8_body(const qmm_args *a, const int MB, const int BITS, const int LG) {
 /* One chunk of NR weight rows against the single activation row. */
 AI void q8_rows_chunk(const int NR, const int BITS, const int LG, const uint8_t *const *w, const int8_t *xq,
                       const int8_t *xq2, const float *xl, const __m512 *sv, __m512i lanepos, __m512i base, int64_t c0,
-                      int L, __m512 *acc /* [NR] */, size_t pf) {
+                      int L, __m512 *acc /* [NR] */, size_t pf, const int FULL) {
     const int LW = BITS == 4 ? 8 : 4;
     const __m512i m0f = _mm512_set1_epi8(0x0F);
     __m512i idx = _mm512_srli_epi32(_mm512_sub_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)c0), lanepos), base), LG);
-    __m512 dl = _mm512_maskz_loadu_ps(mask_n(L / LW), xl + c0 / LW);
+    __m512 dl = FULL ? _mm512_loadu_ps(xl + c0 / LW) : _mm512_maskz_loadu_ps(mask_n(L / LW), xl + c0 / LW);
     if (BITS == 4) {
-        __mmask64 bm = mask64_n(L / 2);
-        __m512i xe = _mm512_maskz_loadu_epi8(bm, xq + c0), xo = _mm512_maskz_loadu_epi8(bm, xq + c0 + L / 2);
-        __m512i xe2 = _mm512_maskz_loadu_epi8(bm, xq2 + c0), xo2 = _mm512_maskz_loadu_epi8(bm, xq2 + c0 + L / 2);
+        __mmask64 bm = FULL ? ~(__mmask64)0 : mask64_n(L / 2);
+#define LD8(p) (FULL ? _mm512_loadu_si512((const void *)(p)) : _mm512_maskz_loadu_epi8(bm, (p)))
+        __m512i xe = LD8(xq + c0), xo = LD8(xq + c0 + L / 2);
+        __m512i xe2 = LD8(xq2 + c0), xo2 = LD8(xq2 + c0 + L / 2);
         UNROLL for (int j = 0; j < NR; j++) {
-            __m512i wv = _mm512_maskz_loadu_epi8(bm, w[j] + c0 / 2);
-            _mm_prefetch((const char *)w[j] + c0 / 2 + pf, _MM_HINT_T2);
+            __m512i wv = LD8(w[j] + c0 / 2);
+            _mm_prefetch((const char *)w[j] + c0 / 2 + pf, _MM_HINT_T1);
             __m512i lo = _mm512_and_si512(wv, m0f), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f);
             __m512i is = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xe), hi, xo);
-            __m512i i2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xe2), hi, xo2);
-            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), i2);
+            is = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_slli_epi32(is, 8), lo, xe2), hi, xo2);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dl, _mm512_permutexvar_ps(idx, sv[j])), acc[j]);
         }
     } else {
-        __mmask64 bm = mask64_n(L);
-        __m512i xv = _mm512_maskz_loadu_epi8(bm, xq + c0), xv2 = _mm512_maskz_loadu_epi8(bm, xq2 + c0);
+        __mmask64 bm = FULL ? ~(__mmask64)0 : mask64_n(L);
+        __m512i xv = LD8(xq + c0), xv2 = LD8(xq2 + c0);
         UNROLL for (int j = 0; j < NR; j++) {
-            __m512i wv = _mm512_maskz_loadu_epi8(bm, w[j] + c0);
-            _mm_prefetch((const char *)w[j] + c0 + pf, _MM_HINT_T2);
+            __m512i wv = LD8(w[j] + c0);
+            _mm_prefetch((const char *)w[j] + c0 + pf, _MM_HINT_T1);
             __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
-            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv2));
+            is = _mm512_dpbusd_epi32(_mm512_slli_epi32(is, 8), wv, xv2);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dl, _mm512_permutexvar_ps(idx, sv[j])), acc[j]);
         }
     }
 }
+
+#undef LD8
 
 AI void q8_rows(const qmm_args *a, const int NR, const int BITS, const int LG, int64_t r) {
     const int GS = 1 << LG;
@@ -226,10 +228,12 @@ AI void q8_rows(const qmm_args *a, const int NR, const int BITS, const int LG, i
     const int8_t *xq = (const int8_t *)a->x[0], *xq2 = xq + K;
     const float *xl = (const float *)((const uint8_t *)a->x[0] + Q8_SCALES_OFF(K));
     const uint8_t *w[4], *s[4], *b[4];
-    /* Software prefetch of the same line 4 blocks (of NR rows) ahead, into L2
-     * (prefetcht2): measured best for streaming from DRAM on one core (about
-     * 14-15 GB/s against 9-10 with prefetcht0 2 KB ahead in the row). */
-    const size_t pf = (size_t)4 * NR * a->w_stride;
+    /* Software prefetch (prefetcht1) of the same line in the row block (NR
+     * rows) at least 16 KB and 2 blocks ahead: measured best for streaming
+     * 4-bit weights from DRAM on one Zen 4 core (about 19-24 GB/s for rows
+     * of 512 to 1792 bytes; prefetcht0, or 2 KB ahead within the row: 8-10). */
+    const size_t blk = (size_t)NR * a->w_stride, nb = (PF_ROWS_BYTES + blk - 1) / blk;
+    const size_t pf = blk * (nb > 2 ? nb : 2);
     __m512 acc0[4], acc1[4];
     UNROLL for (int j = 0; j < NR; j++) {
         w[j] = a->w + (size_t)(r + j) * a->w_stride;
@@ -244,11 +248,15 @@ AI void q8_rows(const qmm_args *a, const int NR, const int BITS, const int LG, i
         const int64_t cend = (g0 + ng) * GS;
         const __m512i base = _mm512_set1_epi32((int)(g0 * GS));
         /* the same chunk-to-accumulator assignment as q8_body (batching invariance) */
-        for (int64_t c0 = g0 * GS; c0 < cend; c0 += 2 * CH) {
-            q8_rows_chunk(NR, BITS, LG, w, xq, xq2, xl, sv, lanepos, base, c0, (int)(cend - c0 < CH ? cend - c0 : CH), acc0, pf);
+        int64_t c0 = g0 * GS;
+        for (; c0 + 2 * CH <= cend; c0 += 2 * CH) {
+            q8_rows_chunk(NR, BITS, LG, w, xq, xq2, xl, sv, lanepos, base, c0, CH, acc0, pf, 1);
+            q8_rows_chunk(NR, BITS, LG, w, xq, xq2, xl, sv, lanepos, base, c0 + CH, CH, acc1, pf, 1);
+        }
+        if (c0 < cend) {
+            q8_rows_chunk(NR, BITS, LG, w, xq, xq2, xl, sv, lanepos, base, c0, (int)(cend - c0 < CH ? cend - c0 : CH), acc0, pf, 0);
             if (c0 + CH < cend)
-                q8_rows_chunk(NR, BITS, LG, w, xq, xq2, xl, sv, lanepos, base, c0 + CH,
-                              (int)(cend - c0 - CH < CH ? cend - c0 - CH : CH), acc1, pf);
+                q8_rows_chunk(NR, BITS, LG, w, xq, xq2, xl, sv, lanepos, base, c0 + CH, (int)(cend - c0 - CH), acc1, pf, 0);
         }
     }
     for (int64_t g0 = 0; g0 < G; g0 += 16) {
@@ -256,7 +264,11 @@ AI void q8_rows(const qmm_args *a, const int NR, const int BITS, const int LG, i
         __m512 xs = _mm512_maskz_loadu_ps(mask_n(ng), a->xsum[0] + g0);
         UNROLL for (int j = 0; j < NR; j++) acc1[j] = _mm512_fmadd_ps(load_scales(b[j] + g0 * es, a->sdt, ng), xs, acc1[j]);
     }
-    UNROLL for (int j = 0; j < NR; j++) a->y[0][r + j] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[j], acc1[j]));
+    if (NR == 4)
+        _mm_storeu_ps(a->y[0] + r, simd512_reduce4(_mm512_add_ps(acc0[0], acc1[0]), _mm512_add_ps(acc0[1], acc1[1]),
+                                                   _mm512_add_ps(acc0[2], acc1[2]), _mm512_add_ps(acc0[3], acc1[3])));
+    else
+        UNROLL for (int j = 0; j < NR; j++) a->y[0][r + j] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[j], acc1[j]));
 }
 
 AI void q8_single(const qmm_args *a, const int BITS, const int LG) {
