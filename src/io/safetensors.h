@@ -50,7 +50,10 @@ typedef struct st_tensor {
 
 typedef struct st_file st_file;
 
-/* Map and validate a file. The label in messages is the path. */
+/* Load and validate a file. The label in messages is the path. Files of 32 MB
+ * or more that fit in half of MemAvailable are read into anonymous memory on
+ * transparent huge pages (faster decoding), others are mapped (mmap); the
+ * environment variable OPTIQ_MMAP=1 always maps, OPTIQ_MMAP=0 always reads. */
 optiq_status st_open(const char *path, st_file **out, optiq_error *err);
 
 /* Validate an in-memory image of a file (not copied: buf must outlive the
