@@ -11,7 +11,7 @@ venv="$here/.venv"
 py="${PYTHON:-python3}"
 stamp="$venv/.requirements.sha256"
 
-want="$(cat "$here/requirements.txt" "$here/constraints.txt" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$here/requirements.txt" "$here/constraints.txt" "$here/requirements-nodeps.txt" | sha256sum | cut -d' ' -f1)"
 
 if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
     echo "setup.sh: need Python >= 3.10, found $("$py" --version 2>&1)" >&2
@@ -28,6 +28,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         -r "$here/requirements.txt" -c "$here/constraints.txt"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        -r "$here/requirements-nodeps.txt"
     echo "$want" > "$stamp"
 else
     echo "setup.sh: $venv is up to date"
