@@ -426,10 +426,44 @@ int main(void) {
         add(w, "v.weight", DT_BF16, 1, 4, 0, 0);
         save(w, d, MD_SIDECAR_NAME);
         CHECK(open_dir(d, &md) == OPTIQ_ERR_FORMAT);
-        HAS("in optiq_vision.safetensors, which is not a language-tower shard");
+        HAS("weight_map lists tensor 'extra.weight' in optiq_vision.safetensors, but the sidecar lacks it");
+        put(d, MD_INDEX_NAME, "{\"weight_map\": {\"extra.weight\": \"mtp.safetensors\"}}");
+        put(d, "mtp.safetensors", "x");
+        CHECK(open_dir(d, &md) == OPTIQ_ERR_FORMAT);
+        HAS("in mtp.safetensors, which is not a language-tower shard");
         put(d, MD_INDEX_NAME, "{\"metadata\": {}}");
         CHECK(open_dir(d, &md) == OPTIQ_ERR_FORMAT);
         HAS("model.safetensors.index.json: weight_map missing");
+    }
+
+    for (TEST_CASE("sidecar in optiq/ wins over the root; index entries naming it (as mlx-optiq writes)")) {
+        const char *d = plain_folder();
+        st_writer *w = st_writer_new();
+        add(w, "vision_tower.patch_embed.proj.weight", DT_BF16, 2, 8, 4, 0);
+        save(w, d, MD_SIDECAR_NAME);
+        char sub[1024];
+        snprintf(sub, sizeof sub, "%s/%s", d, MD_SIDECAR_SUBDIR);
+        mkdir(sub, 0755);
+        w = st_writer_new();
+        add(w, "vision_tower.patch_embed.proj.weight", DT_BF16, 2, 8, 4, 0);
+        add(w, "vision_tower.pos_embed.weight", DT_BF16, 2, 4, 4, 0);
+        save(w, sub, MD_SIDECAR_NAME);
+        put(d, MD_INDEX_NAME,
+            "{\"weight_map\": {\"lm_head.weight\": \"model.safetensors\", \"model.embed_tokens.weight\": "
+            "\"model.safetensors\", \"model.norm.weight\": \"model.safetensors\", "
+            "\"vision_tower.pos_embed.weight\": \"optiq/optiq_vision.safetensors\"}}");
+        CHECKF(open_dir(d, &md) == OPTIQ_OK, "%s", e.message);
+        CHECK(md && st_count(model_dir_sidecar(md)) == 2 &&
+              strcmp(model_dir_sidecar_rel(md), "optiq/optiq_vision.safetensors") == 0);
+        model_dir_close(md);
+        md = NULL;
+        /* an entry naming the root copy while optiq/ is the sidecar in force */
+        put(d, MD_INDEX_NAME,
+            "{\"weight_map\": {\"lm_head.weight\": \"model.safetensors\", \"model.embed_tokens.weight\": "
+            "\"model.safetensors\", \"model.norm.weight\": \"model.safetensors\", "
+            "\"vision_tower.patch_embed.proj.weight\": \"optiq_vision.safetensors\"}}");
+        CHECK(open_dir(d, &md) == OPTIQ_ERR_FORMAT);
+        HAS("which is not a language-tower shard");
     }
 
     /* ---- sidecar, other files ---- */

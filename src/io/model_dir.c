@@ -43,6 +43,7 @@ struct model_dir {
     size_t n_tensors;
     uint64_t file_bytes, tensor_bytes;
     cJSON *index;
+    const char *sidecar_rel; /* the sidecar's path relative to the folder (static string) */
 
     st_file *sidecar;
     char **others;
@@ -165,6 +166,14 @@ static optiq_status check_index(model_dir *md, const char *index_path, optiq_err
             break;
         }
         int s = shard_index(md, e->valuestring);
+        if (s < 0 && md->sidecar && strcmp(e->valuestring, md->sidecar_rel) == 0) {
+            /* mlx-optiq lists the sidecar's tensors too, so that index-reading
+             * loaders (mlx-vlm) find the tower; they must be in the sidecar */
+            if (!st_find(md->sidecar, e->string))
+                st = err_set(err, OPTIQ_ERR_FORMAT, "%s: weight_map lists tensor '%s' in %s, but the sidecar lacks it",
+                             L, e->string, e->valuestring);
+            continue;
+        }
         if (s < 0) {
             char *p = join(md->path, e->valuestring);
             int exists = p && is_regular(p);
@@ -340,6 +349,22 @@ optiq_status model_dir_open(const char *path, model_dir **out, optiq_error *err)
     if ((st = build_table(md, err)) != OPTIQ_OK) goto fail;
     qsort(md->sorted, md->n_tensors, sizeof *md->sorted, cmp_slot);
 
+    /* the sidecar: optiq/ first, then beside the shards (mlx-optiq's resolver) */
+    static const char *const SIDECAR_PLACES[] = {MD_SIDECAR_SUBDIR "/" MD_SIDECAR_NAME, MD_SIDECAR_NAME};
+    for (size_t i = 0; i < 2 && !md->sidecar && st == OPTIQ_OK; i++) {
+        char *sc = join(md->path, SIDECAR_PLACES[i]);
+        if (!sc) {
+            st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        if (is_regular(sc)) {
+            st = st_open(sc, &md->sidecar, err);
+            md->sidecar_rel = SIDECAR_PLACES[i];
+        }
+        free(sc);
+    }
+    if (st != OPTIQ_OK) goto fail;
+
     char *index_path = join(md->path, MD_INDEX_NAME);
     if (!index_path) {
         st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
@@ -347,15 +372,6 @@ optiq_status model_dir_open(const char *path, model_dir **out, optiq_error *err)
     }
     if (is_regular(index_path)) st = check_index(md, index_path, err);
     free(index_path);
-    if (st != OPTIQ_OK) goto fail;
-
-    char *sc = join(md->path, MD_SIDECAR_NAME);
-    if (!sc) {
-        st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    if (is_regular(sc)) st = st_open(sc, &md->sidecar, err);
-    free(sc);
     if (st != OPTIQ_OK) goto fail;
     if ((st = find_files(md, err)) != OPTIQ_OK) goto fail;
     free(names);
@@ -459,6 +475,7 @@ uint64_t model_dir_tower_file_bytes(const model_dir *md) { return md->file_bytes
 uint64_t model_dir_tower_tensor_bytes(const model_dir *md) { return md->tensor_bytes; }
 const cJSON *model_dir_index(const model_dir *md) { return md->index; }
 const st_file *model_dir_sidecar(const model_dir *md) { return md->sidecar; }
+const char *model_dir_sidecar_rel(const model_dir *md) { return md->sidecar ? md->sidecar_rel : NULL; }
 size_t model_dir_other_count(const model_dir *md) { return md->n_others; }
 const char *model_dir_other(const model_dir *md, size_t i) { return i < md->n_others ? md->others[i] : NULL; }
 const char *md_file_name(md_file which) { return which < MD_FILE_COUNT ? FILE_NAMES[which] : NULL; }

@@ -8,9 +8,13 @@
  *                                   tower exactly: every tensor of weight_map is in
  *                                   the shard it names, every shard it names exists
  *                                   and is a model*.safetensors file, every shard on
- *                                   disk is named, every tower tensor is listed
- *   optiq_vision.safetensors        OptIQ's bf16 vision/audio sidecar, opened on its
- *                                   own: its tensors are not part of the tower
+ *                                   disk is named, every tower tensor is listed;
+ *                                   entries naming the sidecar (mlx-optiq adds them
+ *                                   for index-reading loaders) must be sidecar tensors
+ *   optiq_vision.safetensors        OptIQ's bf16 vision/audio sidecar, in optiq/ or
+ *                                   beside the shards (optiq/ wins, as mlx-optiq's
+ *                                   resolver), opened on its own: its tensors are not
+ *                                   part of the tower
  *   other *.safetensors             (mtp.safetensors, adapters.safetensors, ...)
  *                                   not opened, only listed
  *   tokenizer / template files      located, not parsed (tokenizer_config.json is
@@ -33,6 +37,7 @@
 #include "io/safetensors.h"
 
 #define MD_SIDECAR_NAME "optiq_vision.safetensors"
+#define MD_SIDECAR_SUBDIR "optiq"
 #define MD_INDEX_NAME "model.safetensors.index.json"
 
 typedef struct model_dir model_dir;
@@ -105,6 +110,7 @@ const cJSON *model_dir_index(const model_dir *md);
 
 /* ---- other files ---- */
 const st_file *model_dir_sidecar(const model_dir *md); /* optiq_vision.safetensors or NULL */
+const char *model_dir_sidecar_rel(const model_dir *md); /* its path relative to the folder, or NULL */
 size_t model_dir_other_count(const model_dir *md);     /* *.safetensors that are neither tower nor sidecar */
 const char *model_dir_other(const model_dir *md, size_t i);
 /* Full path of a tokenizer/template file, or NULL when the folder lacks it. */
