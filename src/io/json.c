@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -264,4 +265,152 @@ optiq_status json_get_array(const cJSON *root, const char *label, const char *pa
 optiq_status json_get_array_opt(const cJSON *root, const char *label, const char *path, const cJSON **out,
                                 optiq_error *err) {
     return get_container(root, label, path, out, 0, 1, err);
+}
+
+/* ---- Python-style printing ---------------------------------------------- */
+
+typedef struct pbuf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} pbuf;
+
+static void pb_put(pbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (c < b->n + n + 1) c *= 2;
+        char *q = realloc(b->p, c);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q, b->cap = c;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void pb_str(pbuf *b, const char *s) { pb_put(b, s, strlen(s)); }
+
+static void pb_newline(pbuf *b, int indent, int depth) {
+    pb_put(b, "\n", 1);
+    for (int i = 0; i < indent * depth; i++) pb_put(b, " ", 1);
+}
+
+/* Next code point of UTF-8 text (invalid bytes are taken as U+FFFD). */
+static uint32_t utf8_next(const unsigned char **s) {
+    const unsigned char *p = *s;
+    uint32_t c = p[0];
+    int n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+    if (n < 0) {
+        *s = p + 1;
+        return 0xFFFD;
+    }
+    if (n == 0) {
+        *s = p + 1;
+        return c;
+    }
+    c &= 0x3Fu >> n;
+    for (int i = 1; i <= n; i++) {
+        if ((p[i] & 0xC0) != 0x80) {
+            *s = p + 1;
+            return 0xFFFD;
+        }
+        c = (c << 6) | (p[i] & 0x3F);
+    }
+    *s = p + n + 1;
+    return c;
+}
+
+static void pb_json_string(pbuf *b, const char *str) {
+    char tmp[16];
+    pb_put(b, "\"", 1);
+    for (const unsigned char *s = (const unsigned char *)str; *s;) {
+        uint32_t c = utf8_next(&s);
+        switch (c) {
+        case '"': pb_str(b, "\\\""); break;
+        case '\\': pb_str(b, "\\\\"); break;
+        case '\n': pb_str(b, "\\n"); break;
+        case '\r': pb_str(b, "\\r"); break;
+        case '\t': pb_str(b, "\\t"); break;
+        case '\b': pb_str(b, "\\b"); break;
+        case '\f': pb_str(b, "\\f"); break;
+        default:
+            if (c >= 0x20 && c < 0x7F) {
+                char ch = (char)c;
+                pb_put(b, &ch, 1);
+            } else if (c < 0x10000) {
+                snprintf(tmp, sizeof tmp, "\\u%04x", (unsigned)c);
+                pb_str(b, tmp);
+            } else {
+                uint32_t v = c - 0x10000;
+                snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", (unsigned)(0xD800 + (v >> 10)), (unsigned)(0xDC00 + (v & 0x3FF)));
+                pb_str(b, tmp);
+            }
+        }
+    }
+    pb_put(b, "\"", 1);
+}
+
+static void pb_number(pbuf *b, double v) {
+    char tmp[40];
+    if (v != v) {
+        pb_str(b, "NaN");
+        return;
+    }
+    if (v == 1.0 / 0.0 || v == -1.0 / 0.0) {
+        pb_str(b, v > 0 ? "Infinity" : "-Infinity");
+        return;
+    }
+    if (v == (double)(int64_t)v && v < 9007199254740992.0 && v > -9007199254740992.0) {
+        snprintf(tmp, sizeof tmp, "%lld", (long long)v);
+    } else {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+            if (strtod(tmp, NULL) == v) break;
+        }
+        /* Python writes an exponent with at least two digits, as C does; a
+         * mantissa without a point in fixed notation never occurs here
+         * (integral values were handled above) */
+    }
+    pb_str(b, tmp);
+}
+
+static void pb_value(pbuf *b, const cJSON *j, int indent, int depth) {
+    if (cJSON_IsNull(j)) pb_str(b, "null");
+    else if (cJSON_IsTrue(j)) pb_str(b, "true");
+    else if (cJSON_IsFalse(j)) pb_str(b, "false");
+    else if (cJSON_IsNumber(j)) pb_number(b, j->valuedouble);
+    else if (cJSON_IsString(j)) pb_json_string(b, j->valuestring ? j->valuestring : "");
+    else if (cJSON_IsArray(j) || cJSON_IsObject(j)) {
+        int obj = cJSON_IsObject(j);
+        if (!j->child) {
+            pb_str(b, obj ? "{}" : "[]");
+            return;
+        }
+        pb_str(b, obj ? "{" : "[");
+        for (const cJSON *c = j->child; c; c = c->next) {
+            pb_newline(b, indent, depth + 1);
+            if (obj) {
+                pb_json_string(b, c->string ? c->string : "");
+                pb_str(b, ": ");
+            }
+            pb_value(b, c, indent, depth + 1);
+            if (c->next) pb_str(b, ",");
+        }
+        pb_newline(b, indent, depth);
+        pb_str(b, obj ? "}" : "]");
+    } else
+        pb_str(b, "null"); /* raw items do not occur in parsed trees */
+}
+
+char *json_print_python(const cJSON *j, int indent) {
+    pbuf b = {0};
+    pb_value(&b, j, indent, 0);
+    if (b.oom || !b.p) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
 }

@@ -69,4 +69,13 @@ optiq_status json_get_array_opt(const cJSON *root, const char *label, const char
 /* Integer value of a number item (1 when integral and within int64 range). */
 int json_as_int(const cJSON *j, int64_t *out);
 
+/* The tree as Python's json.dumps(j, indent=indent) writes it (ensure_ascii:
+ * non-ASCII as \uXXXX escapes; ", " / ": " separators become "," + newline and
+ * ": "; no trailing newline), for files the Python tools also write (config.json,
+ * model.safetensors.index.json). Numbers: cJSON keeps only a double, so an
+ * integral value below 2^53 is written as an integer (a Python float 2.0 comes
+ * back as 2) and others with the shortest repr that reads back exactly. NULL
+ * when out of memory. Caller frees. */
+char *json_print_python(const cJSON *j, int indent);
+
 #endif
