@@ -76,6 +76,21 @@ double optiq_model_info_bits_per_weight(const optiq_model_info *info);
  * docs/model-folder.md. NULL only when out of memory. */
 char *optiq_model_info_json(const optiq_model_info *info);
 
+/* ---- vision sidecar ------------------------------------------------------ */
+
+/* Build OptIQ's vision sidecar as mlx-optiq's build_vision_sidecar(base=...,
+ * quant_dir=...) does: extract the vision / audio towers of the bf16 base
+ * folder (a local Hugging Face checkpoint) into QUANT/optiq_vision.safetensors
+ * at bf16 (keys "vision_tower.*" for Qwen's "model.visual.*", convs made
+ * channel-last), list them in the quant's model.safetensors.index.json when it
+ * has one, restore the multimodal keys of config.json (plus "optiq_vision")
+ * and copy the image processor files the quant lacks; nothing else changes.
+ * An existing sidecar is refused unless force; a second run with force gives
+ * the same bytes. *summary_json (may be NULL; free with optiq_free): {"sidecar",
+ * "n_tensors", "bytes", "dtype", "base", "index_updated", "config_keys", "copied"}. */
+optiq_status optiq_sidecar_build(const char *base_dir, const char *quant_dir, int force, char **summary_json,
+                                 optiq_error *err);
+
 /* ---- benchmarks --------------------------------------------------------- */
 
 typedef struct optiq_bench_params {
