@@ -13,7 +13,7 @@ PACKAGES=(
     libcjson-dev                  # JSON (config.json, safetensors headers, API bodies)
     libmicrohttpd-dev             # HTTP server
     libcurl4-openssl-dev          # http(s) image URLs, hub downloads
-    libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev   # image decoding
+    libjpeg62-turbo-dev libpng-dev zlib1g-dev libwebp-dev libgif-dev   # image decoding (zlib: PNG iTXt)
     libpcre2-dev libutf8proc-dev  # tokenizer pre-splitting and normalization
     libopenblas-dev               # dense f32 GEMM
     # tests
