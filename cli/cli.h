@@ -75,8 +75,11 @@ int cli_gen_option(const char *cmd, int code, const char *arg, cli_gen_opts *o);
  * prompt added) and encoded without special tokens, as mlx_lm generate
  * does; with use_template 0 or no template in the folder, the text is
  * encoded as is with the tokenizer's special tokens (mlx_lm's
- * --ignore-chat-template). 0 or 1 (failure printed). */
+ * --ignore-chat-template). n_images image parts go before the text of the
+ * user message (the template writes its placeholders), and with images the
+ * template gets enable_thinking=false, as mlx-vlm renders image prompts.
+ * 0 or 1 (failure printed). */
 int cli_prompt_ids(const optiq_engine *e, const char *system, const char *text, size_t len, int use_template,
-                   int32_t **ids, size_t *n);
+                   size_t n_images, int32_t **ids, size_t *n);
 
 #endif

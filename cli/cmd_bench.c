@@ -23,7 +23,9 @@ static void usage(FILE *f) {
             "the exact shapes of a real model (MLX affine 4-bit, group 64) in memory,\n"
             "load them with the normal loader and time prefill of a random prompt and\n"
             "greedy decode at 1, 2, 4, ... N threads, with peak RSS and the decode\n"
-            "roofline (memory bandwidth / weight bytes read per token).\n"
+            "roofline (memory bandwidth / weight bytes read per token); then the time\n"
+            "to encode one 1024x768 image with the model's vision tower shape (random\n"
+            "bf16 weights) at the same thread counts.\n"
             "Models: qwen3_5-0.8b.\n\n"
             "Options:\n"
             "  --threads N          largest thread count to run (default: physical cores;\n"
@@ -92,6 +94,18 @@ static void print_table(const cJSON *d) {
         printf("  %d thread(s)  %6.2f GB/s\n", (int)num(e, "threads"), num(e, "gbs"));
     const cJSON *syn = cJSON_GetObjectItemCaseSensitive(d, "synthetic");
     if (syn) print_synthetic(syn);
+    const cJSON *vis = cJSON_GetObjectItemCaseSensitive(d, "vision");
+    if (vis) {
+        printf("\nvision tower of %s (%d blocks, width %d, %d heads, MLP %d -> %d), random bf16 weights:\n",
+               str(vis, "model"), (int)num(vis, "depth"), (int)num(vis, "hidden_size"), (int)num(vis, "num_heads"),
+               (int)num(vis, "intermediate_size"), (int)num(vis, "out_hidden_size"));
+        printf("  encode one %dx%d image (%d patches -> %d soft tokens)\n", (int)num(vis, "image_width"),
+               (int)num(vis, "image_height"), (int)num(vis, "patches"), (int)num(vis, "soft_tokens"));
+        printf("  threads  preprocess s  tower s  total s\n");
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(vis, "runs"))
+            printf("  %7d  %12.3f  %7.2f  %7.2f\n", (int)num(e, "threads"), num(e, "preprocess_seconds"),
+                   num(e, "tower_seconds"), num(e, "total_seconds"));
+    }
     if (cJSON_GetObjectItemCaseSensitive(d, "qmatvec")) print_qmatvec(d);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(d, "tokenizer");
     if (t)

@@ -6,6 +6,9 @@
  *   "tokens"  I32 [n]
  *   "hidden"  F32 [n_layers + 2, n, hidden]  after the embedding, every layer, the final norm
  *   "logits"  F32 [n, vocab]
+ * With --image (a folder with the vision sidecar) also "pixel_values",
+ * "grid_thw", "vision" (the tower's soft tokens), "embeds" (the merged input
+ * embeddings) and "positions" (the three-axis position ids).
  * The prompt is prepared as `optiq generate` prepares it (chat template
  * unless --no-chat-template).
  */
@@ -20,13 +23,16 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "Usage: optiq dump --model DIR --prompt TEXT --out FILE.safetensors [options]\n\n"
+            "Usage: optiq dump --model DIR --prompt TEXT --out FILE.safetensors [--image PATH ...] [options]\n\n"
             "Run the prompt through the model and write \"tokens\" (I32 [n]), \"hidden\"\n"
             "(F32 [n_layers + 2, n, hidden]: after the embedding, after every layer, after the\n"
-            "final norm) and \"logits\" (F32 [n, vocab]) to a safetensors file.\n\n"
+            "final norm) and \"logits\" (F32 [n, vocab]) to a safetensors file. With images also\n"
+            "\"pixel_values\" (F32 [patches, patch_dim]), \"grid_thw\" (I32 [images, 3]), \"vision\"\n"
+            "(F32 [soft tokens, hidden]), \"embeds\" (F32 [n, hidden]) and \"positions\" (I32 [3, n]).\n\n"
             "Options:\n"
             "  --model DIR           model folder\n"
             "  --prompt TEXT         the prompt (a user message under the chat template); - reads stdin\n"
+            "  --image PATH_OR_URL   an image (repeat for several; the folder needs the vision sidecar)\n"
             "  --system TEXT         system message (chat template only)\n"
             "  --out FILE            safetensors file to write\n"
             "  --no-chat-template    tokenize the prompt as is (with the tokenizer's special tokens)\n"
@@ -84,8 +90,9 @@ static int print_json(const optiq_engine *e, const int32_t *ids, size_t n, const
 }
 
 int cmd_dump(int argc, char **argv) {
-    enum { O_MODEL = 1, O_PROMPT, O_SYSTEM, O_OUT, O_NO_TEMPLATE, O_THREADS, O_JSON, O_FAST };
+    enum { O_MODEL = 1, O_PROMPT, O_SYSTEM, O_OUT, O_NO_TEMPLATE, O_THREADS, O_JSON, O_FAST, O_IMAGE };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
+                                         {"image", required_argument, 0, O_IMAGE},
                                          {"prompt", required_argument, 0, O_PROMPT},
                                          {"system", required_argument, 0, O_SYSTEM},
                                          {"out", required_argument, 0, O_OUT},
@@ -98,6 +105,8 @@ int cmd_dump(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *system = NULL, *out = NULL;
     int use_template = 1, json = 0, fast = 0, c;
     long long threads = 0;
+    optiq_image images[64];
+    size_t n_images = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -106,6 +115,10 @@ int cmd_dump(int argc, char **argv) {
         case O_PROMPT: prompt = optarg; break;
         case O_SYSTEM: system = optarg; break;
         case O_OUT: out = optarg; break;
+        case O_IMAGE:
+            if (n_images == 64) return cli_usage_error("dump", "at most 64 --image");
+            images[n_images++] = (optiq_image){.source = optarg};
+            break;
         case O_NO_TEMPLATE: use_template = 0; break;
         case O_THREADS:
             if (cli_parse_int("dump", "--threads", optarg, 1, 4096, &threads)) return 2;
@@ -137,9 +150,9 @@ int cmd_dump(int argc, char **argv) {
     size_t n = 0;
     int rc = 0;
     if (optiq_engine_load(model, &ep, &e, &err) != OPTIQ_OK) rc = cli_fail("%s", err.message);
-    else if ((rc = cli_prompt_ids(e, system, prompt, plen, use_template, &ids, &n)) != 0) {
+    else if ((rc = cli_prompt_ids(e, system, prompt, plen, use_template, n_images, &ids, &n)) != 0) {
     } else if (n == 0) rc = cli_fail("the prompt encodes to no tokens");
-    else if (optiq_dump(e, ids, n, out, &err) != OPTIQ_OK) rc = cli_fail("%s", err.message);
+    else if (optiq_dump_images(e, ids, n, images, n_images, out, &err) != OPTIQ_OK) rc = cli_fail("%s", err.message);
     else if (json) rc = print_json(e, ids, n, out);
     optiq_free(ids);
     optiq_engine_free(e);

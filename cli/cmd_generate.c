@@ -105,7 +105,7 @@ int cli_gen_option(const char *cmd, int code, const char *arg, cli_gen_opts *o) 
 }
 
 int cli_prompt_ids(const optiq_engine *e, const char *system, const char *text, size_t len, int use_template,
-                   int32_t **ids, size_t *n) {
+                   size_t n_images, int32_t **ids, size_t *n) {
     const optiq_chat_template *t = optiq_engine_chat_template(e);
     const optiq_tokenizer *tok = optiq_engine_tokenizer(e);
     optiq_error err;
@@ -122,7 +122,21 @@ int cli_prompt_ids(const optiq_engine *e, const char *system, const char *text, 
     }
     if ((m = cJSON_CreateObject())) {
         cJSON_AddStringToObject(m, "role", "user");
-        cJSON_AddItemToObject(m, "content", cJSON_CreateString(text));
+        if (n_images) {
+            /* images first, then the text: how mlx-vlm builds a Qwen3.5 / Gemma-4 user turn */
+            cJSON *parts = cJSON_AddArrayToObject(m, "content"), *part;
+            for (size_t i = 0; i < n_images; i++)
+                if ((part = cJSON_CreateObject())) {
+                    cJSON_AddStringToObject(part, "type", "image");
+                    cJSON_AddItemToArray(parts, part);
+                }
+            if ((part = cJSON_CreateObject())) {
+                cJSON_AddStringToObject(part, "type", "text");
+                cJSON_AddItemToObject(part, "text", cJSON_CreateString(text));
+                cJSON_AddItemToArray(parts, part);
+            }
+        } else
+            cJSON_AddItemToObject(m, "content", cJSON_CreateString(text));
         cJSON_AddItemToArray(msgs, m);
     }
     char *json = msgs ? cJSON_PrintUnformatted(msgs) : NULL;
@@ -131,8 +145,10 @@ int cli_prompt_ids(const optiq_engine *e, const char *system, const char *text, 
     char *prompt = NULL;
     size_t plen = 0;
     int rc = 0;
-    if (optiq_chat_template_render(t, json, strlen(json), "{\"add_generation_prompt\": true}", &prompt, &plen,
-                                   &err) != OPTIQ_OK ||
+    /* with images, thinking off as mlx-vlm (and mlx-optiq's vision front-end) render it */
+    const char *opts = n_images ? "{\"add_generation_prompt\": true, \"enable_thinking\": false}"
+                                : "{\"add_generation_prompt\": true}";
+    if (optiq_chat_template_render(t, json, strlen(json), opts, &prompt, &plen, &err) != OPTIQ_OK ||
         optiq_tokenizer_encode(tok, prompt, plen, 0, ids, n, &err) != OPTIQ_OK)
         rc = cli_fail("%s", err.message);
     optiq_free(prompt);
@@ -144,12 +160,16 @@ int cli_prompt_ids(const optiq_engine *e, const char *system, const char *text, 
 
 static void usage(FILE *f) {
     fprintf(f,
-            "Usage: optiq generate --model DIR --prompt TEXT [options]\n\n"
+            "Usage: optiq generate --model DIR --prompt TEXT [--image PATH_OR_URL ...] [options]\n\n"
             "Generate a reply to TEXT and stream it to standard output. The prompt goes through\n"
-            "the model's chat template (as a user message) unless --no-chat-template is given or\n"
-            "the folder has no template. Speed figures go to standard error.\n\n"
+            "the model's chat template (as a user message, its images first) unless\n"
+            "--no-chat-template is given or the folder has no template. Speed figures go to\n"
+            "standard error.\n\n"
             "Options:\n"
             "  --prompt TEXT               the prompt; - reads it from standard input\n"
+            "  --image PATH_OR_URL         an image (file or data: URL; repeat for several); needs a\n"
+            "                              folder with the vision sidecar. Without the chat template\n"
+            "                              the prompt must hold one image placeholder per image\n"
             "%s"
             "  --no-chat-template          tokenize the prompt as is (with the tokenizer's special tokens)\n"
             "  --json                      print one JSON object at the end instead of streaming\n"
@@ -191,9 +211,10 @@ static int print_json(const optiq_generation *g) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    enum { O_PROMPT = 1, O_NO_TEMPLATE, O_JSON };
+    enum { O_PROMPT = 1, O_NO_TEMPLATE, O_JSON, O_IMAGE };
     static const struct option opts[] = {CLI_GEN_OPTIONS,
                                          {"prompt", required_argument, 0, O_PROMPT},
+                                         {"image", required_argument, 0, O_IMAGE},
                                          {"no-chat-template", no_argument, 0, O_NO_TEMPLATE},
                                          {"json", no_argument, 0, O_JSON},
                                          {"help", no_argument, 0, 'h'},
@@ -202,20 +223,28 @@ int cmd_generate(int argc, char **argv) {
     if (cli_gen_opts_init(&o, argc)) return cli_fail("out of memory");
     const char *prompt = NULL;
     int use_template = 1, json = 0, c, rc = 0;
+    optiq_image *images = calloc((size_t)argc + 1, sizeof *images); /* at most one per argument */
+    size_t n_images = 0;
+    if (!images) {
+        cli_gen_opts_free(&o);
+        return cli_fail("out of memory");
+    }
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case O_PROMPT: prompt = optarg; break;
+        case O_IMAGE: images[n_images++].source = optarg; break;
         case O_NO_TEMPLATE: use_template = 0; break;
         case O_JSON: json = 1; break;
-        case 'h': usage(stdout); cli_gen_opts_free(&o); return 0;
+        case 'h': usage(stdout); cli_gen_opts_free(&o); free(images); return 0;
         case ':': rc = cli_usage_error("generate", "option '%s' needs a value", argv[optind - 1]); break;
         case '?': rc = cli_usage_error("generate", "unknown option '%s'", argv[optind - 1]); break;
         default: rc = cli_gen_option("generate", c, optarg, &o); break;
         }
         if (rc) {
             cli_gen_opts_free(&o);
+            free(images);
             return rc;
         }
     }
@@ -224,6 +253,7 @@ int cmd_generate(int argc, char **argv) {
     else if (!prompt) rc = cli_usage_error("generate", "--prompt TEXT is required (- reads standard input)");
     if (rc) {
         cli_gen_opts_free(&o);
+        free(images);
         return rc;
     }
 
@@ -232,6 +262,7 @@ int cmd_generate(int argc, char **argv) {
     if (strcmp(prompt, "-") == 0) {
         if (!(owned = cli_read_stream(stdin, &plen))) {
             cli_gen_opts_free(&o);
+            free(images);
             return cli_fail("cannot read the prompt from standard input");
         }
         prompt = owned;
@@ -249,7 +280,14 @@ int cmd_generate(int argc, char **argv) {
         rc = cli_fail("%s", err.message);
         goto done;
     }
-    if ((rc = cli_prompt_ids(e, o.system, prompt, plen, use_template, &ids, &n)) != 0) goto done;
+    if (n_images && !optiq_engine_has_vision(e)) {
+        rc = cli_fail("%s is a text-only model folder (no optiq_vision.safetensors sidecar): it cannot take --image",
+                      o.model);
+        goto done;
+    }
+    if ((rc = cli_prompt_ids(e, o.system, prompt, plen, use_template, n_images, &ids, &n)) != 0) goto done;
+    o.gen.images = images;
+    o.gen.n_images = n_images;
     if (n == 0) {
         rc = cli_fail("the prompt encodes to no tokens");
         goto done;
@@ -279,6 +317,7 @@ done:
     optiq_session_free(s);
     optiq_engine_free(e);
     free(owned);
+    free(images);
     cli_gen_opts_free(&o);
     return rc;
 }

@@ -55,7 +55,9 @@ const char *optiq_status_name(optiq_status status);
  * Opening validates every safetensors header and resolves which modules are
  * quantized with which (mode, bits, group size); a folder that fails any
  * check is refused with a message naming the file and what is wrong.
- * Weights are memory-mapped, never copied. */
+ * Weight files are read once into memory on transparent huge pages when they
+ * fit in half of the available memory, else memory-mapped (OPTIQ_MMAP=1 always
+ * maps, OPTIQ_MMAP=0 always reads). */
 typedef struct optiq_model_info optiq_model_info;
 
 optiq_status optiq_model_info_open(const char *dir, optiq_model_info **out, optiq_error *err);
@@ -249,9 +251,9 @@ optiq_status optiq_chat_template_render(const optiq_chat_template *t, const char
 
 /* ---- engine, sessions, generation ------------------------------------- */
 /*
- * An engine is a loaded model folder: the language model (weights memory-
- * mapped, quantized ones kept packed), its tokenizer, chat template and stop
- * tokens, and a thread pool. Immutable once loaded. A session is one
+ * An engine is a loaded model folder: the language model (weights loaded
+ * once, quantized ones kept packed), its tokenizer, chat template and stop
+ * tokens, the vision front-end when the folder has one, and a thread pool. Immutable once loaded. A session is one
  * timeline on an engine: it owns the per-sequence caches (KV caches of the
  * attention layers, conv and recurrent states of the linear-attention
  * layers) and its position. Calls on one session must not overlap.
@@ -289,6 +291,19 @@ int64_t optiq_engine_context(const optiq_engine *e);
  * back to the tokenizer). */
 size_t optiq_engine_eos_ids(const optiq_engine *e, const int32_t **ids);
 
+/* ---- images ----
+ * An image given to a prompt: a file path or a data: URL ("data:image/png;base64,...")
+ * in source, or the encoded bytes (JPEG, PNG, WebP, GIF, BMP) in data/size. */
+typedef struct optiq_image {
+    const char *source; /* path or data: URL, or NULL when data is set */
+    const void *data;   /* encoded bytes, or NULL */
+    size_t size;
+} optiq_image;
+
+/* 1 when the folder carries a vision front-end (the optiq_vision.safetensors
+ * sidecar and a vision_config): prompts may then hold images. */
+int optiq_engine_has_vision(const optiq_engine *e);
+
 optiq_status optiq_session_new(optiq_engine *e, optiq_session **out, optiq_error *err);
 void optiq_session_free(optiq_session *s);
 /* Forget every token: the session is as new. */
@@ -303,6 +318,18 @@ int64_t optiq_session_position(const optiq_session *s);
  * vocabulary with OPTIQ_ERR_INVALID_ARG, leaving the session unchanged; a
  * failure inside the model resets the session (its message says so). */
 optiq_status optiq_session_eval(optiq_session *s, const int32_t *ids, size_t n, float *logits, optiq_error *err);
+
+/* The same with images: ids hold one image placeholder (the model's
+ * image_token_id, e.g. <|image_pad|>, as the chat template writes it) per
+ * image, in order; each is expanded to that image's number of soft tokens,
+ * which replace the placeholders' embeddings, and positions follow the
+ * model's multimodal rule (docs/vision.md). More placeholders than images:
+ * the surplus ones are dropped (with their vision start/end tokens); fewer:
+ * OPTIQ_ERR_INVALID_ARG. A folder without a vision front-end fails with
+ * OPTIQ_ERR_UNSUPPORTED; an image that does not decode, with its message.
+ * optiq_session_position counts the expanded tokens. */
+optiq_status optiq_session_eval_images(optiq_session *s, const int32_t *ids, size_t n, const optiq_image *images,
+                                       size_t n_images, float *logits, optiq_error *err);
 
 /* Sampling, with mlx-lm's semantics (sample_utils.make_sampler and
  * make_logits_processors): temperature 0 is greedy (argmax, first index on
@@ -338,6 +365,8 @@ typedef struct optiq_generate_params {
     int ignore_eos;             /* 1: EOS tokens do not stop */
     optiq_token_fn on_token;    /* may be NULL */
     void *user;
+    const optiq_image *images;  /* images of the prompt (see optiq_session_eval_images), or NULL */
+    size_t n_images;
 } optiq_generate_params;
 
 optiq_generate_params optiq_generate_default(void);
@@ -348,8 +377,8 @@ typedef struct optiq_generation {
     char *text;                 /* their text, cut before a stop string; NUL-terminated */
     size_t text_len;
     const char *finish_reason;  /* "stop" (EOS or stop string), "length" (max_tokens or context), "abort" */
-    int64_t prompt_tokens;
-    double prefill_seconds;     /* time to first token */
+    int64_t prompt_tokens;      /* after image placeholders were expanded */
+    double prefill_seconds;     /* time to first token (image encoding included) */
     double decode_seconds;      /* the rest */
 } optiq_generation;
 
@@ -370,6 +399,15 @@ void optiq_generation_free(optiq_generation *g);
  * embedding, after every layer, after the final norm) and "logits"
  * (F32 [n, vocab]), for comparison with a reference run. */
 optiq_status optiq_dump(optiq_engine *e, const int32_t *ids, size_t n, const char *path, optiq_error *err);
+
+/* The same with images (ids hold their placeholders, as for
+ * optiq_session_eval_images): "tokens" are the expanded ids, and the file
+ * also holds "pixel_values" (F32 [n_patches, patch_dim], the processor's
+ * output), "grid_thw" (I32 [n_images, 3]), "vision" (F32 [n_soft, hidden],
+ * the tower's soft tokens), "embeds" (F32 [n, hidden], the merged input
+ * embeddings) and "positions" (I32 [3, n], the multimodal position ids). */
+optiq_status optiq_dump_images(optiq_engine *e, const int32_t *ids, size_t n, const optiq_image *images,
+                               size_t n_images, const char *path, optiq_error *err);
 
 #ifdef __cplusplus
 }

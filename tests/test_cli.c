@@ -245,7 +245,7 @@ int main(void) {
         free(out);
     }
     for (TEST_CASE("every command has --help")) {
-        const char *cmds[] = {"inspect", "bench", "tokenize", "template", "generate", "chat", "dump"};
+        const char *cmds[] = {"inspect", "bench", "tokenize", "template", "generate", "chat", "dump", "sidecar"};
         for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
             char a[64];
             snprintf(a, sizeof a, "%s --help", cmds[i]);
@@ -297,6 +297,43 @@ int main(void) {
     for (TEST_CASE("generate: mlx-lm's prompt ids and greedy tokens, end to end (qwen35-dense-mixed, qwen35-moe-mixed)")) {
         check_golden("qwen35-dense-mixed");
         check_golden("qwen35-moe-mixed");
+    }
+    for (TEST_CASE("generate --image: mlx-vlm's greedy tokens from the PNG file (qwen35-vl-mixed p0, p1)")) {
+        char *ref_path = NULL, a[2048];
+        cJSON *ref = NULL;
+        if (asprintf(&ref_path, "%s", test_path("tests/fixtures/models/qwen35-vl-mixed/reference_vl.json")) > 0)
+            ref = load_json(ref_path);
+        free(ref_path);
+        CHECK(ref != NULL);
+        const cJSON *prompts = cJSON_GetObjectItemCaseSensitive(ref, "prompts");
+        for (int p = 0; p < 2 && prompts; p++) {
+            const cJSON *pr = cJSON_GetArrayItem(prompts, p);
+            const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(pr, "images");
+            const char *dir = test_path("tests/fixtures/models/qwen35-vl-mixed");
+            int k = snprintf(a, sizeof a, "generate --model %s --exact --json --max-tokens 32 --ignore-eos", dir);
+            for (const cJSON *x = imgs ? imgs->child : NULL; x; x = x->next)
+                k += snprintf(a + k, sizeof a - (size_t)k, " --image %s/%s", dir, x->valuestring);
+            snprintf(a + k, sizeof a - (size_t)k, " --prompt '%s'",
+                     cJSON_GetObjectItemCaseSensitive(pr, "question")->valuestring);
+            CHECKF(run(a, &out) == 0, "optiq %s", a);
+            cJSON *j = cJSON_Parse(out);
+            free(out);
+            const cJSON *want = cJSON_GetObjectItemCaseSensitive(pr, "greedy_f32");
+            CHECKF(j && cJSON_Compare(cJSON_GetObjectItemCaseSensitive(j, "tokens"), want, 1), "p%d: tokens differ", p);
+            const cJSON *pt = cJSON_GetObjectItemCaseSensitive(j, "prompt_tokens");
+            CHECK(cJSON_IsNumber(pt) && pt->valuedouble == cJSON_GetObjectItemCaseSensitive(pr, "num_tokens")->valuedouble);
+            cJSON_Delete(j);
+        }
+        cJSON_Delete(ref);
+        snprintf(a, sizeof a, "generate --model %s --image %s --prompt hi",
+                 test_path("tests/fixtures/models/qwen35-dense-mixed"),
+                 test_path("tests/fixtures/models/qwen35-vl-mixed/images/img0.png"));
+        CHECK(run(a, NULL) == 1); /* a text-only folder refuses images */
+        snprintf(a, sizeof a, "generate --model %s --image /nonexistent.png --prompt hi",
+                 test_path("tests/fixtures/models/qwen35-vl-mixed"));
+        CHECK(run(a, NULL) == 1);
+        CHECK(run("sidecar --base /nonexistent --quant-dir /nonexistent", NULL) == 1);
+        CHECK(run("sidecar --base x", NULL) == 2);
     }
     for (TEST_CASE("inspect tiny-mixed matches mlx-lm (bpw, parameters, bits histograms)")) check_folder("tiny-mixed");
     for (TEST_CASE("inspect tiny-q4 matches mlx-lm (tied embeddings, sidecar)")) {

@@ -23,6 +23,7 @@
 #include "base/error.h"
 #include "base/threadpool.h"
 #include "bench/membw.h"
+#include "bench/bench_vision.h"
 #include "bench/synthetic.h"
 #include "quant/qmatmul.h"
 #include "quant/quant.h"
@@ -315,6 +316,7 @@ optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, 
     optiq_status st;
     if (p.synthetic) {
         st = bench_synthetic(pool, &p, counts, n_counts, root, err);
+        if (!st) st = bench_vision(pool, p.synthetic, counts, n_counts, root, err);
     } else {
         cJSON *qmv = cJSON_AddArrayToObject(root, "qmatvec");
         st = bench_qmatvec(pool, &p, max_threads, membw, qmv, err);

@@ -166,6 +166,10 @@ static optiq_status check_index(model_dir *md, const char *index_path, optiq_err
             break;
         }
         int s = shard_index(md, e->valuestring);
+        if (s < 0 && !md->sidecar &&
+            (strcmp(e->valuestring, MD_SIDECAR_NAME) == 0 ||
+             strcmp(e->valuestring, MD_SIDECAR_SUBDIR "/" MD_SIDECAR_NAME) == 0))
+            continue; /* the sidecar was removed: the folder is text-only, as mlx-lm sees it */
         if (s < 0 && md->sidecar && strcmp(e->valuestring, md->sidecar_rel) == 0) {
             /* mlx-optiq lists the sidecar's tensors too, so that index-reading
              * loaders (mlx-vlm) find the tower; they must be in the sidecar */

@@ -10,7 +10,8 @@
  *                                   and is a model*.safetensors file, every shard on
  *                                   disk is named, every tower tensor is listed;
  *                                   entries naming the sidecar (mlx-optiq adds them
- *                                   for index-reading loaders) must be sidecar tensors
+ *                                   for index-reading loaders) must be sidecar tensors,
+ *                                   and are ignored when the sidecar is absent
  *   optiq_vision.safetensors        OptIQ's bf16 vision/audio sidecar, in optiq/ or
  *                                   beside the shards (optiq/ wins, as mlx-optiq's
  *                                   resolver), opened on its own: its tensors are not
@@ -21,7 +22,7 @@
  *                                   parsed to see whether it carries a chat_template)
  *
  * Files are found through stat(), so a Hugging Face cache snapshot (symlinks
- * into blobs/) works. Weights are memory-mapped, never copied. A tensor name
+ * into blobs/) works. Weights are loaded once by st_open (huge pages or mmap). A tensor name
  * found in two shards is an error. Tower tensors are found by name through a
  * hash table over all shards.
  *

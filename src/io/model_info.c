@@ -189,7 +189,7 @@ static cJSON *vision_json(const model_dir *md) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "present", f != NULL);
     if (!f) return o;
-    cJSON_AddStringToObject(o, "file", MD_SIDECAR_NAME);
+    cJSON_AddStringToObject(o, "file", model_dir_sidecar_rel(md));
     cJSON_AddItemToObject(o, "tensors", num(st_count(f)));
     cJSON_AddItemToObject(o, "file_bytes", num(st_file_size(f)));
     uint64_t bytes = 0, params = 0;

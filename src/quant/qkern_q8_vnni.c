@@ -43,6 +43,8 @@ AI __m512 load_scales(const uint8_t *p, dtype dt, int n) {
 
 /* ---- activation preparation: the portable recipe, 32 columns at a time ---- */
 
+#define RND_NEAR (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* a constant expression (clang needs one) */
+
 /* q1, q2 of one block of 32 (two vectors of 16) and its d; same float
  * operations in the same order as qkern_q8.c's q8_blocks (no contraction). */
 AI float q8_block(const float *x, __m512i *q1lo, __m512i *q1hi, __m512i *q2lo, __m512i *q2hi) {
@@ -52,13 +54,12 @@ AI float q8_block(const float *x, __m512i *q1lo, __m512i *q1hi, __m512i *q2lo, _
     float inv = amax > 0.0f ? 127.0f / amax : 0.0f, inv2 = inv * 256.0f;
     const __m512 vi = _mm512_set1_ps(inv), vi2 = _mm512_set1_ps(inv2), vd = _mm512_set1_ps(db);
     const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-    const int R = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    __m512 va = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, vi), R), lo), hi);
-    __m512 vb = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(_mm512_mul_ps(b, vi), R), lo), hi);
+    __m512 va = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, vi), RND_NEAR), lo), hi);
+    __m512 vb = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(_mm512_mul_ps(b, vi), RND_NEAR), lo), hi);
     __m512 ra = _mm512_mul_ps(_mm512_sub_ps(a, _mm512_mul_ps(vd, va)), vi2);
     __m512 rb = _mm512_mul_ps(_mm512_sub_ps(b, _mm512_mul_ps(vd, vb)), vi2);
-    ra = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(ra, R), lo), hi);
-    rb = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(rb, R), lo), hi);
+    ra = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(ra, RND_NEAR), lo), hi);
+    rb = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(rb, RND_NEAR), lo), hi);
     *q1lo = _mm512_cvtps_epi32(va), *q1hi = _mm512_cvtps_epi32(vb);
     *q2lo = _mm512_cvtps_epi32(ra), *q2hi = _mm512_cvtps_epi32(rb);
     return db;

@@ -17,6 +17,14 @@
  *   has_logits => cache position == n_tokens and logits is the model's
  *   output after tokens[n_tokens - 1].
  *
+ * Images (a folder with a vision front-end, vision/frontend.h): a prompt's
+ * placeholders are expanded to the images' soft tokens before they enter the
+ * timeline; the prompt is then fed with input embeddings (the token lookup,
+ * soft tokens at the image positions) and three-axis positions. After an
+ * image the text positions run behind the token count (a block of gh x gw
+ * soft tokens advances them by max(gh, gw)); pos_delta keeps the difference
+ * (mlx-vlm's rope_delta) for every later token of the session.
+ *
  * EOS rule (mlx-lm's utils.load: load_config, then TokenizerWrapper):
  * generation_config.json's eos_token_id when present and truthy (an id or a
  * list of ids), else config.json's top-level eos_token_id, else (our
@@ -37,6 +45,7 @@
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "runtime/sampler.h"
+#include "vision/frontend.h"
 
 #define DEFAULT_PREFILL_CHUNK 512
 #define MAX_EOS 64
@@ -51,6 +60,7 @@ struct optiq_engine {
     size_t n_eos;
     int64_t context;       /* tokens a session may hold (<= info->max_position) */
     int64_t prefill_chunk; /* tokens per prefill forward call */
+    vision_fe *vision;     /* NULL: text only */
 };
 
 struct optiq_session {
@@ -61,7 +71,20 @@ struct optiq_session {
     float *logits;   /* (vocab) after the last evaluated token; valid when has_logits */
     float *scratch;  /* (vocab) the sampler's working copy (it overwrites its input) */
     int has_logits;
+    int64_t pos_delta; /* text position of a token - its index in the timeline (images make it < 0) */
+    int32_t *pos_buf;  /* (3, prefill_chunk) positions of one forward call, when needed */
+    float *emb_buf;    /* (prefill_chunk, hidden) input embeddings of one call, when needed */
 };
+
+/* A prompt segment with images, tokens [from, from + n) of the timeline:
+ * its positions and the soft tokens that replace its image placeholders. */
+typedef struct mm_seg {
+    int64_t from, n;
+    const int32_t *pos;  /* (3, n) */
+    const float *feats;  /* (placeholders, hidden), in order */
+    int32_t image_pad;
+    int64_t used;        /* soft tokens consumed so far */
+} mm_seg;
 
 static optiq_status nomem(optiq_error *err) { return err_set(err, OPTIQ_ERR_NOMEM, "out of memory"); }
 
@@ -164,6 +187,7 @@ optiq_status optiq_engine_load(const char *dir, const optiq_engine_params *param
         goto fail;
     }
     resolve_eos(e);
+    if ((st = vision_fe_load(lm_model_dir(e->model), e->info->hidden_size, &e->vision, err)) != OPTIQ_OK) goto fail;
     *out = e;
     return OPTIQ_OK;
 fail:
@@ -174,6 +198,7 @@ fail:
 void optiq_engine_free(optiq_engine *e) {
     if (!e) return;
     pool_free(e->pool);
+    vision_fe_free(e->vision);
     optiq_chat_template_free(e->tmpl);
     optiq_tokenizer_free(e->tok);
     lm_free(e->model);
@@ -185,6 +210,7 @@ const optiq_chat_template *optiq_engine_chat_template(const optiq_engine *e) { r
 const char *optiq_engine_model_type(const optiq_engine *e) { return e->info->model_type; }
 int64_t optiq_engine_vocab_size(const optiq_engine *e) { return e->info->vocab_size; }
 int64_t optiq_engine_context(const optiq_engine *e) { return e->context; }
+int optiq_engine_has_vision(const optiq_engine *e) { return e && e->vision != NULL; }
 
 size_t optiq_engine_eos_ids(const optiq_engine *e, const int32_t **ids) {
     if (ids) *ids = e->eos;
@@ -228,6 +254,8 @@ void optiq_session_free(optiq_session *s) {
     free(s->tokens);
     free(s->logits);
     free(s->scratch);
+    free(s->pos_buf);
+    free(s->emb_buf);
     free(s);
 }
 
@@ -236,6 +264,7 @@ void optiq_session_reset(optiq_session *s) {
     lm_cache_reset(s->cache);
     s->n_tokens = 0;
     s->has_logits = 0;
+    s->pos_delta = 0;
 }
 
 int64_t optiq_session_position(const optiq_session *s) { return s ? (int64_t)s->n_tokens : 0; }
@@ -272,20 +301,54 @@ static optiq_status fail_reset(optiq_session *s, optiq_status st, optiq_error *e
     return st;
 }
 
+/* One forward call over tokens [pos, pos + n) of the timeline (pos = cache
+ * position). Positions: from seg when the tokens are in it, else the
+ * timeline index + pos_delta on every axis (NULL, the model's default, when
+ * pos_delta is 0). Embeddings: the lookup with seg's soft tokens at its
+ * placeholders, when the tokens are in seg. */
+static optiq_status forward(optiq_session *s, int64_t pos, int64_t n, mm_seg *seg, float *logits, optiq_error *err) {
+    optiq_engine *e = s->e;
+    lm_forward_args a = {.tokens = s->tokens + pos, .n = n, .logits = logits};
+    int in_seg = seg && pos >= seg->from && pos < seg->from + seg->n;
+    if (in_seg || s->pos_delta) {
+        if (!s->pos_buf && !(s->pos_buf = malloc(3 * (size_t)e->prefill_chunk * sizeof *s->pos_buf))) return nomem(err);
+        for (int64_t i = 0; i < n; i++)
+            for (int ax = 0; ax < 3; ax++)
+                s->pos_buf[ax * n + i] = in_seg ? seg->pos[ax * seg->n + (pos - seg->from) + i]
+                                                : (int32_t)(pos + i + s->pos_delta);
+        a.positions = s->pos_buf;
+    }
+    if (in_seg) {
+        int64_t H = e->info->hidden_size;
+        if (!s->emb_buf && !(s->emb_buf = malloc((size_t)(e->prefill_chunk * H) * sizeof *s->emb_buf)))
+            return nomem(err);
+        optiq_status st = lm_embed(e->model, s->tokens + pos, n, s->emb_buf, err);
+        if (st) return st;
+        for (int64_t i = 0; i < n; i++)
+            if (s->tokens[pos + i] == seg->image_pad)
+                memcpy(s->emb_buf + i * H, seg->feats + (seg->used++) * H, (size_t)H * sizeof *s->emb_buf);
+        a.embeds = s->emb_buf;
+        a.tokens = NULL;
+    }
+    return lm_forward(e->model, s->cache, e->pool, &a, err);
+}
+
 /* Run the tokens the cache has not seen yet, tokens[pos .. n_tokens), in
- * chunks of prefill_chunk; the logits of the last one land in s->logits.
+ * chunks of prefill_chunk (not crossing the start or end of seg); the logits
+ * of the last one land in s->logits.
  * split_last: run the last token on its own, as mlx-lm's generate_step does
  * (the prompt but its last token in chunks, then the last token produces the
  * first logits) — the reference fixtures were made that way, and a different
  * split changes the rounding of the attention sums. */
-static optiq_status feed(optiq_session *s, int split_last, optiq_error *err) {
+static optiq_status feed(optiq_session *s, int split_last, mm_seg *seg, optiq_error *err) {
     optiq_engine *e = s->e;
     int64_t pos = lm_cache_pos(s->cache), end = (int64_t)s->n_tokens;
     int64_t body_end = split_last ? end - 1 : end;
     while (pos < end) {
         int64_t stop = pos < body_end ? (body_end - pos > e->prefill_chunk ? pos + e->prefill_chunk : body_end) : end;
-        lm_forward_args a = {.tokens = s->tokens + pos, .n = stop - pos, .logits = stop == end ? s->logits : NULL};
-        optiq_status st = lm_forward(e->model, s->cache, e->pool, &a, err);
+        if (seg && pos < seg->from && stop > seg->from) stop = seg->from;
+        if (seg && pos < seg->from + seg->n && stop > seg->from + seg->n) stop = seg->from + seg->n;
+        optiq_status st = forward(s, pos, stop - pos, seg, stop == end ? s->logits : NULL, err);
         if (st) return fail_reset(s, st, err);
         pos = stop;
     }
@@ -311,9 +374,88 @@ optiq_status optiq_session_eval(optiq_session *s, const int32_t *ids, size_t n, 
         s->n_tokens += n;
         s->has_logits = 0;
     }
-    if (!s->has_logits && (st = feed(s, 0, err)) != OPTIQ_OK) return st;
+    if (!s->has_logits && (st = feed(s, 0, NULL, err)) != OPTIQ_OK) return st;
     if (logits) memcpy(logits, s->logits, (size_t)s->e->info->vocab_size * sizeof *logits);
     return OPTIQ_OK;
+}
+
+/* ---- prompts with images ------------------------------------------------- */
+
+/* A prompt with its images made ready: placeholders expanded, soft tokens
+ * encoded, positions computed from the session's next text position. */
+typedef struct mm_prompt {
+    int32_t *ids;
+    size_t n;
+    int32_t *pos;  /* (3, n) */
+    float *feats;
+    int64_t next;  /* text position after the prompt */
+} mm_prompt;
+
+static void mm_prompt_free(mm_prompt *p) {
+    free(p->ids), free(p->pos), free(p->feats);
+    memset(p, 0, sizeof *p);
+}
+
+static optiq_status mm_prepare(optiq_session *s, const int32_t *ids, size_t n, const optiq_image *images,
+                               size_t n_images, size_t room, mm_prompt *out, optiq_error *err) {
+    optiq_engine *e = s->e;
+    memset(out, 0, sizeof *out);
+    if (!e->vision)
+        return err_set(err, OPTIQ_ERR_UNSUPPORTED,
+                       "this model folder is text-only (no %s vision sidecar with a vision_config); it cannot take images",
+                       MD_SIDECAR_NAME);
+    if (n_images && !images) return err_set(err, OPTIQ_ERR_INVALID_ARG, "%zu images given but no image array", n_images);
+    const mm_tokens *t = vision_fe_tokens(e->vision);
+    int32_t *grid = malloc((n_images ? n_images : 1) * 3 * sizeof *grid);
+    int64_t *per = malloc((n_images ? n_images : 1) * sizeof *per);
+    optiq_status st = grid && per ? OPTIQ_OK : nomem(err);
+    /* count placeholders first: a prompt without room for its images fails before the tower runs */
+    size_t markers = 0;
+    for (size_t i = 0; i < n; i++) markers += ids[i] == t->image_pad;
+    if (!st && markers < n_images)
+        st = err_set(err, OPTIQ_ERR_INVALID_ARG, "the prompt has %zu image placeholders for %zu images", markers,
+                     n_images);
+    if (!st && n_images) st = vision_fe_encode(e->vision, e->pool, images, n_images, &out->feats, grid, per, err);
+    if (!st) st = mm_expand(t, ids, n, per, n_images, &out->ids, &out->n, err);
+    if (!st && out->n > room)
+        st = err_set(err, OPTIQ_ERR_CONTEXT,
+                     "prompt of %zu tokens (images expanded) does not fit the context of %lld tokens (%zu in use)",
+                     out->n, (long long)e->context, s->n_tokens);
+    if (!st && !(out->pos = malloc((out->n ? out->n : 1) * 3 * sizeof *out->pos))) st = nomem(err);
+    if (!st)
+        st = mm_positions(t, out->ids, out->n, grid, n_images, (int64_t)s->n_tokens + s->pos_delta, out->pos,
+                          &out->next, err);
+    free(grid), free(per);
+    if (st) mm_prompt_free(out);
+    return st;
+}
+
+/* Append a prepared prompt to the timeline and feed it. */
+static optiq_status mm_feed(optiq_session *s, mm_prompt *p, int split_last, optiq_error *err) {
+    memcpy(s->tokens + s->n_tokens, p->ids, p->n * sizeof *p->ids);
+    mm_seg seg = {.from = (int64_t)s->n_tokens, .n = (int64_t)p->n, .pos = p->pos, .feats = p->feats,
+                  .image_pad = vision_fe_tokens(s->e->vision)->image_pad};
+    s->n_tokens += p->n;
+    s->has_logits = 0;
+    optiq_status st = feed(s, split_last, &seg, err);
+    if (!st) s->pos_delta = p->next - (int64_t)s->n_tokens;
+    return st;
+}
+
+optiq_status optiq_session_eval_images(optiq_session *s, const int32_t *ids, size_t n, const optiq_image *images,
+                                       size_t n_images, float *logits, optiq_error *err) {
+    if (!s) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_session_eval_images: no session");
+    optiq_status st = check_ids(s->e, ids, n, err);
+    if (st) return st;
+    if (n == 0 && n_images == 0) return optiq_session_eval(s, ids, 0, logits, err);
+    mm_prompt p;
+    if ((st = mm_prepare(s, ids, n, images, n_images, (size_t)s->e->context - s->n_tokens, &p, err)) != OPTIQ_OK)
+        return st;
+    /* (tokens the cache has not seen yet run first, as text, inside feed) */
+    if (!(st = reserve_tokens(s, s->n_tokens + p.n, err))) st = mm_feed(s, &p, 0, err);
+    mm_prompt_free(&p);
+    if (!st && logits) memcpy(logits, s->logits, (size_t)s->e->info->vocab_size * sizeof *logits);
+    return st;
 }
 
 /* ---- generation ---------------------------------------------------------- */
@@ -462,6 +604,7 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
                        n_prompt, (long long)e->context, s->n_tokens);
 
     gen g = {.p = p};
+    mm_prompt mp = {0};
     for (size_t i = 0; i < p->n_stop; i++)
         if (strlen(p->stop[i]) > g.max_stop) g.max_stop = strlen(p->stop[i]);
     g.cap_tokens = p->max_tokens && p->max_tokens < 256 ? (size_t)p->max_tokens : 256;
@@ -476,12 +619,20 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
     if (st) goto done;
     g.text[0] = 0;
 
-    if (n_prompt) {
+    if (p->n_images) {
+        /* the images expand the prompt: prepare it, then make room again */
+        if ((st = mm_prepare(s, prompt, n_prompt, p->images, p->n_images, (size_t)e->context - s->n_tokens - 1, &mp,
+                             err)) != OPTIQ_OK)
+            goto done;
+        n_prompt = mp.n;
+        if ((st = reserve_tokens(s, s->n_tokens + n_prompt + 1, err)) != OPTIQ_OK) goto done;
+        if ((st = mm_feed(s, &mp, 1, err)) != OPTIQ_OK) goto done;
+    } else if (n_prompt) {
         memcpy(s->tokens + s->n_tokens, prompt, n_prompt * sizeof *prompt);
         s->n_tokens += n_prompt;
         s->has_logits = 0;
     }
-    if (!s->has_logits && (st = feed(s, 1, err)) != OPTIQ_OK) goto done;
+    if (!s->has_logits && (st = feed(s, 1, NULL, err)) != OPTIQ_OK) goto done;
 
     const char *finish = NULL;
     double t_first = 0;
@@ -523,8 +674,7 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
             finish = "abort";
             break;
         }
-        lm_forward_args a = {.tokens = s->tokens + s->n_tokens - 1, .n = 1, .logits = s->logits};
-        if ((st = lm_forward(e->model, s->cache, e->pool, &a, err)) != OPTIQ_OK) {
+        if ((st = forward(s, (int64_t)s->n_tokens - 1, 1, NULL, s->logits, err)) != OPTIQ_OK) {
             fail_reset(s, st, err);
             goto done;
         }
@@ -558,6 +708,7 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
     g.tokens = NULL;
     g.text = NULL;
 done:
+    mm_prompt_free(&mp);
     optiq_detokenizer_free(dt);
     sampler_free(sm);
     free(g.tokens);
@@ -585,20 +736,78 @@ static void dump_hidden(void *user, int stage, const float *h, int64_t n, int64_
     d->seen[stage] = 1;
 }
 
+/* The images' part of a dump: expanded ids, positions, pixel values, soft
+ * tokens and merged embeddings (all malloc'd into the fields). */
+typedef struct dump_mm {
+    int32_t *ids, *pos, grid[3 * 64];
+    size_t n;
+    float *pixels, *feats, *embeds;
+    int64_t n_patches, patch_dim, n_feats;
+} dump_mm;
+
+static void dump_mm_free(dump_mm *m) {
+    free(m->ids), free(m->pos), free(m->pixels), free(m->feats), free(m->embeds);
+}
+
+static optiq_status dump_prepare(optiq_engine *e, const int32_t *ids, size_t n, const optiq_image *images,
+                                 size_t n_images, dump_mm *m, optiq_error *err) {
+    if (!e->vision)
+        return err_set(err, OPTIQ_ERR_UNSUPPORTED, "this model folder is text-only (no %s); it cannot take images",
+                       MD_SIDECAR_NAME);
+    if (n_images > 64) return err_set(err, OPTIQ_ERR_INVALID_ARG, "dump: at most 64 images (%zu given)", n_images);
+    const mm_tokens *t = vision_fe_tokens(e->vision);
+    int64_t per[64];
+    optiq_status st = vision_fe_pixels(e->vision, images, n_images, &m->pixels, &m->n_patches, &m->patch_dim, m->grid, err);
+    if (!st) st = vision_fe_encode(e->vision, e->pool, images, n_images, &m->feats, m->grid, per, err);
+    if (!st) st = mm_expand(t, ids, n, per, n_images, &m->ids, &m->n, err);
+    for (size_t i = 0; i < n_images; i++) m->n_feats += per[i];
+    if (!st && (int64_t)m->n > e->info->max_position)
+        st = err_set(err, OPTIQ_ERR_CONTEXT, "prompt of %zu tokens (images expanded) does not fit the context of %lld tokens",
+                     m->n, (long long)e->info->max_position);
+    int64_t next = 0, H = e->info->hidden_size;
+    if (!st && (!(m->pos = malloc(3 * m->n * sizeof *m->pos)) ||
+                !(m->embeds = malloc(m->n * (size_t)H * sizeof *m->embeds))))
+        st = nomem(err);
+    if (!st) st = mm_positions(t, m->ids, m->n, m->grid, n_images, 0, m->pos, &next, err);
+    if (!st) st = lm_embed(e->model, m->ids, (int64_t)m->n, m->embeds, err);
+    for (size_t i = 0, k = 0; !st && i < m->n; i++)
+        if (m->ids[i] == t->image_pad) memcpy(m->embeds + i * (size_t)H, m->feats + (k++) * (size_t)H, (size_t)H * sizeof(float));
+    return st;
+}
+
 optiq_status optiq_dump(optiq_engine *e, const int32_t *ids, size_t n, const char *path, optiq_error *err) {
+    return optiq_dump_images(e, ids, n, NULL, 0, path, err);
+}
+
+optiq_status optiq_dump_images(optiq_engine *e, const int32_t *ids, size_t n, const optiq_image *images,
+                               size_t n_images, const char *path, optiq_error *err) {
     if (!e || !path) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_dump: no engine or path");
     if (n == 0) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_dump: no tokens");
+    if (n_images && !images) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_dump: %zu images but no array", n_images);
     optiq_status st = check_ids(e, ids, n, err);
     if (st) return st;
+    dump_mm mm = {0};
+    if (n_images) {
+        if ((st = dump_prepare(e, ids, n, images, n_images, &mm, err)) != OPTIQ_OK) {
+            dump_mm_free(&mm);
+            return st;
+        }
+        ids = mm.ids;
+        n = mm.n;
+    }
     const lm_info *info = e->info;
-    if ((int64_t)n > info->max_position)
+    if ((int64_t)n > info->max_position) {
+        dump_mm_free(&mm);
         return err_set(err, OPTIQ_ERR_CONTEXT, "prompt of %zu tokens does not fit the context of %lld tokens (0 in use)",
                        n, (long long)info->max_position);
+    }
     dump_ctx d = {.n = (int64_t)n, .hidden_size = info->hidden_size, .n_stages = info->n_layers + 2, .bad_stage = -1};
     size_t n_hidden = (size_t)d.n_stages * n, n_logits = n;
     if (n_hidden > SIZE_MAX / sizeof(float) / (size_t)info->hidden_size ||
-        n_logits > SIZE_MAX / sizeof(float) / (size_t)info->vocab_size)
+        n_logits > SIZE_MAX / sizeof(float) / (size_t)info->vocab_size) {
+        dump_mm_free(&mm);
         return nomem(err);
+    }
     d.hidden = malloc(n_hidden * (size_t)info->hidden_size * sizeof(float));
     d.seen = calloc((size_t)d.n_stages, 1);
     float *logits = malloc(n_logits * (size_t)info->vocab_size * sizeof(float));
@@ -609,8 +818,8 @@ optiq_status optiq_dump(optiq_engine *e, const int32_t *ids, size_t n, const cha
         goto done;
     }
     if ((st = lm_cache_new(e->model, (int64_t)n, &cache, err)) != OPTIQ_OK) goto done;
-    lm_forward_args a = {.tokens = ids, .n = (int64_t)n, .logits = logits, .logits_all = 1,
-                         .on_hidden = dump_hidden, .hidden_user = &d};
+    lm_forward_args a = {.tokens = n_images ? NULL : ids, .embeds = n_images ? mm.embeds : NULL, .positions = mm.pos,
+                         .n = (int64_t)n, .logits = logits, .logits_all = 1, .on_hidden = dump_hidden, .hidden_user = &d};
     if ((st = lm_forward(e->model, cache, e->pool, &a, err)) != OPTIQ_OK) goto done;
     if (d.bad_stage >= 0) {
         st = err_set(err, OPTIQ_ERR_FORMAT, "dump: hidden states of stage %d reported with an unexpected shape",
@@ -633,13 +842,23 @@ optiq_status optiq_dump(optiq_engine *e, const int32_t *ids, size_t n, const cha
     if (!(st = st_writer_add(w, "tokens", DT_I32, 1, tshape, ids, err)) &&
         !(st = st_writer_add(w, "hidden", DT_F32, 3, hshape, d.hidden, err)) &&
         !(st = st_writer_add(w, "logits", DT_F32, 2, lshape, logits, err)) &&
-        !(st = st_writer_metadata(w, "model_type", info->model_type ? info->model_type : "", err)))
-        st = st_writer_save(w, path, err);
+        !(st = st_writer_metadata(w, "model_type", info->model_type ? info->model_type : "", err)) && n_images) {
+        int64_t pshape[2] = {mm.n_patches, mm.patch_dim}, gshape[2] = {(int64_t)n_images, 3};
+        int64_t vshape[2] = {mm.n_feats, info->hidden_size}, eshape[2] = {(int64_t)n, info->hidden_size};
+        int64_t qshape[2] = {3, (int64_t)n};
+        if (!(st = st_writer_add(w, "pixel_values", DT_F32, 2, pshape, mm.pixels, err)) &&
+            !(st = st_writer_add(w, "grid_thw", DT_I32, 2, gshape, mm.grid, err)) &&
+            !(st = st_writer_add(w, "vision", DT_F32, 2, vshape, mm.feats, err)) &&
+            !(st = st_writer_add(w, "embeds", DT_F32, 2, eshape, mm.embeds, err)))
+            st = st_writer_add(w, "positions", DT_I32, 2, qshape, mm.pos, err);
+    }
+    if (!st) st = st_writer_save(w, path, err);
 done:
     st_writer_free(w);
     lm_cache_free(cache);
     free(logits);
     free(d.seen);
     free(d.hidden);
+    dump_mm_free(&mm);
     return st;
 }

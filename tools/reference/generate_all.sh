@@ -4,6 +4,9 @@
 #   tests/fixtures/quant/spec_vectors.safetensors + spec check report   check_spec_vectors.py
 #   tests/fixtures/models/tiny-{mixed,q4}/      gen_model.py
 #   tests/fixtures/models/qwen35-*/             gen_qwen35.py (Qwen3.5 dense/MoE + reference activations)
+#   tests/fixtures/models/qwen35-vl-*/          gen_qwen35_vl.py (images: mlx-vlm references, mlx-optiq sidecar)
+#   tests/fixtures/images/, preprocess/         gen_images.py, gen_preprocess.py (Pillow / mlx-vlm processor)
+#   tests/fixtures/json/                        gen_json.py
 #   src/text/tokenizer_unicode_tab.c           gen_unicode_tables.py (Unicode 16.0 classes)
 #   tests/fixtures/tokenizers/                  gen_tokenizer.py (+ tokenizer_corpus.py)
 #   tests/fixtures/templates/                   gen_templates.py
@@ -29,6 +32,7 @@ echo "== spec vectors"
 echo "== model folders"
 "$py" "$here/gen_model.py"
 "$py" "$here/gen_qwen35.py"
+"$py" "$here/gen_qwen35_vl.py"   # tests/fixtures/models/qwen35-vl-{base,mixed}/ (mlx-vlm + mlx-optiq sidecar)
 
 echo "== unicode tables, tokenizers"
 "$py" "$here/gen_unicode_tables.py"
@@ -37,14 +41,15 @@ echo "== unicode tables, tokenizers"
 echo "== chat templates"
 "$py" "$here/gen_templates.py"
 "$py" "$here/gen_sampler.py"   # tests/fixtures/sampler/filters.json (mlx-lm sampling filters, penalties)
+"$py" "$here/gen_json.py"      # tests/fixtures/json/ (Python json.dumps formatting)
 
 echo "== versions"
 "$py" - "$root/tests/fixtures/VERSIONS.md" <<'EOF'
 import platform, subprocess, sys
 from importlib import metadata
 
-relevant = ["mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "numpy", "safetensors", "transformers",
-            "tokenizers", "huggingface-hub", "jinja2", "sentencepiece", "protobuf"]
+relevant = ["mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "mlx-optiq", "numpy", "safetensors", "transformers",
+            "tokenizers", "huggingface-hub", "jinja2", "sentencepiece", "protobuf", "pillow", "scikit-image"]
 pins = "\n".join(f"{p}=={metadata.version(p)}" for p in relevant)
 text = f"""# Reference fixture versions
 
@@ -79,4 +84,6 @@ open(sys.argv[1], "w").write(text)
 print("wrote", sys.argv[1])
 EOF
 
+"$py" "$here/gen_images.py"   # tests/fixtures/images/ (mlx-vlm load_image pixels); appends its VERSIONS.md section, so after the rewrite above
+"$py" "$here/gen_preprocess.py"   # tests/fixtures/preprocess/ (mlx-vlm Qwen3-VL image processor); appends its VERSIONS.md section, so after the rewrite above
 du -sh tests/fixtures/quant tests/fixtures/models/*/ | sed 's/^/size /'

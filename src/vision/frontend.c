@@ -1,0 +1,163 @@
+/* frontend.c — see frontend.h. */
+#include "vision/frontend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/image.h"
+#include "io/json.h"
+#include "vision/preprocess.h"
+#include "vision/qwen3_vl.h"
+
+struct vision_fe {
+    qwen3_vl *tower;
+    qvl_params pp;
+    mm_tokens tok;
+    int64_t hidden; /* text hidden size = the merger's output */
+    image_limits limits;
+};
+
+/* config.json integer at the top level, else in text_config / vision_config; def when absent. */
+static optiq_status token_id(const model_dir *md, const char *key, int64_t def, int32_t *out, optiq_error *err) {
+    const cJSON *cfg = model_dir_config(md);
+    int64_t v = def;
+    optiq_status st = json_get_int_or(cfg, "config.json", key, def, &v, err);
+    if (st) return st;
+    if (v < -1 || v > INT32_MAX) return err_set(err, OPTIQ_ERR_FORMAT, "config.json: %s = %lld is not a token id", key, (long long)v);
+    *out = (int32_t)v;
+    return OPTIQ_OK;
+}
+
+static optiq_status read_optional(const model_dir *md, md_file which, char **text, size_t *len, optiq_error *err) {
+    *text = NULL, *len = 0;
+    const char *p = model_dir_file(md, which);
+    return p ? json_read_file(p, JSON_DEFAULT_CAP, text, len, err) : OPTIQ_OK;
+}
+
+optiq_status vision_fe_load(const model_dir *md, int64_t text_hidden, vision_fe **out, optiq_error *err) {
+    *out = NULL;
+    const st_file *sc = model_dir_sidecar(md);
+    const cJSON *vc = model_dir_vision_config(md);
+    if (!sc || !vc) return OPTIQ_OK;
+    const char *mt = model_dir_model_type(md);
+    if (!mt || (strcmp(mt, "qwen3_5") && strcmp(mt, "qwen3_5_moe")))
+        return err_set(err, OPTIQ_ERR_UNSUPPORTED, "%s: images are not supported for model_type %s yet",
+                       model_dir_sidecar_rel(md), mt ? mt : "(none)");
+    vision_fe *fe = calloc(1, sizeof *fe);
+    if (!fe) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    fe->hidden = text_hidden;
+    fe->limits = image_limits_default();
+    optiq_status st = qwen3_vl_load(sc, vc, "config.json: vision_config", &fe->tower, err);
+    if (!st && qwen3_vl_get_config(fe->tower)->out_hidden != text_hidden)
+        st = err_set(err, OPTIQ_ERR_FORMAT, "config.json: vision_config.out_hidden_size %d != the text hidden size %lld",
+                     qwen3_vl_get_config(fe->tower)->out_hidden, (long long)text_hidden);
+    char *pre = NULL, *proc = NULL;
+    size_t pre_n = 0, proc_n = 0;
+    if (!st) st = read_optional(md, MD_PREPROCESSOR_CONFIG, &pre, &pre_n, err);
+    if (!st) st = read_optional(md, MD_PROCESSOR_CONFIG, &proc, &proc_n, err);
+    if (!st) st = qvl_params_from_json(pre, pre_n, proc, proc_n, &fe->pp, err);
+    free(pre), free(proc);
+    if (!st) {
+        const qwen3_vl_config *c = qwen3_vl_get_config(fe->tower);
+        if (fe->pp.patch_size != c->patch_size || fe->pp.temporal_patch_size != c->temporal_patch ||
+            fe->pp.merge_size != c->merge)
+            st = err_set(err, OPTIQ_ERR_FORMAT,
+                         "preprocessor_config.json (patch %d, temporal %d, merge %d) does not match "
+                         "config.json's vision_config (patch %d, temporal %d, merge %d)",
+                         fe->pp.patch_size, fe->pp.temporal_patch_size, fe->pp.merge_size, c->patch_size,
+                         c->temporal_patch, c->merge);
+        fe->tok.merge = c->merge;
+    }
+    /* the ids Qwen3.5 checkpoints use when config.json does not say */
+    if (!st) st = token_id(md, "image_token_id", 248056, &fe->tok.image_pad, err);
+    if (!st) st = token_id(md, "video_token_id", 248057, &fe->tok.video_pad, err);
+    if (!st) st = token_id(md, "vision_start_token_id", 248053, &fe->tok.vision_start, err);
+    if (!st) st = token_id(md, "vision_end_token_id", 248054, &fe->tok.vision_end, err);
+    if (st) {
+        vision_fe_free(fe);
+        return st;
+    }
+    *out = fe;
+    return OPTIQ_OK;
+}
+
+void vision_fe_free(vision_fe *fe) {
+    if (!fe) return;
+    qwen3_vl_free(fe->tower);
+    free(fe);
+}
+
+const mm_tokens *vision_fe_tokens(const vision_fe *fe) { return &fe->tok; }
+
+static optiq_status decode_one(const vision_fe *fe, const optiq_image *im, size_t i, image_u8 *img, optiq_error *err) {
+    optiq_status st;
+    if (im->data)
+        st = image_decode(im->data, im->size, &fe->limits, img, err);
+    else if (im->source)
+        st = image_load(im->source, &fe->limits, img, err);
+    else
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "image %zu: neither a source nor data", i + 1);
+    if (st && err) {
+        /* say which image */
+        char msg[sizeof err->message];
+        snprintf(msg, sizeof msg, "image %zu: %.480s", i + 1, err->message);
+        memcpy(err->message, msg, sizeof msg);
+    }
+    return st;
+}
+
+optiq_status vision_fe_pixels(const vision_fe *fe, const optiq_image *images, size_t n, float **pixels,
+                              int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw, optiq_error *err) {
+    *pixels = NULL, *n_patches = 0, *patch_dim = 0;
+    qvl_image *pre = calloc(n ? n : 1, sizeof *pre);
+    if (!pre) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    optiq_status st = OPTIQ_OK;
+    int64_t total = 0, dim = 0;
+    for (size_t i = 0; i < n && !st; i++) {
+        image_u8 img = {0};
+        st = decode_one(fe, &images[i], i, &img, err);
+        if (!st) st = qvl_preprocess(&fe->pp, img.rgb, img.w, img.h, &pre[i], err);
+        image_free(&img);
+        if (st) break;
+        for (int k = 0; k < 3; k++) grid_thw[3 * i + k] = (int32_t)pre[i].grid_thw[k];
+        total += pre[i].n_patches;
+        dim = pre[i].patch_dim;
+    }
+    float *px = NULL;
+    if (!st && !(px = malloc((size_t)(total * dim) * sizeof *px + 1))) st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0, off = 0; !st && i < n; i++) {
+        memcpy(px + off, pre[i].pixel_values, (size_t)(pre[i].n_patches * dim) * sizeof *px);
+        off += (size_t)(pre[i].n_patches * dim);
+    }
+    for (size_t i = 0; i < n; i++) qvl_image_free(&pre[i]);
+    free(pre);
+    if (st) {
+        free(px);
+        return st;
+    }
+    *pixels = px, *n_patches = total, *patch_dim = dim;
+    return OPTIQ_OK;
+}
+
+optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
+                              float **feats, int32_t *grid_thw, int64_t *n_tokens, optiq_error *err) {
+    *feats = NULL;
+    float *px = NULL;
+    int64_t np = 0, dim = 0, nt = 0;
+    optiq_status st = vision_fe_pixels(fe, images, n, &px, &np, &dim, grid_thw, err);
+    if (!st) st = qwen3_vl_check_grid(qwen3_vl_get_config(fe->tower), grid_thw, (int)n, np, &nt, err);
+    float *f = NULL;
+    if (!st && !(f = malloc((size_t)(nt * fe->hidden) * sizeof *f + 1))) st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    if (!st) st = qwen3_vl_forward(fe->tower, pool, px, np, grid_thw, (int)n, f, NULL, NULL, err);
+    free(px);
+    if (st) {
+        free(f);
+        return st;
+    }
+    int m2 = fe->tok.merge * fe->tok.merge;
+    for (size_t i = 0; i < n; i++)
+        n_tokens[i] = (int64_t)grid_thw[3 * i] * grid_thw[3 * i + 1] * grid_thw[3 * i + 2] / m2;
+    *feats = f;
+    return OPTIQ_OK;
+}

@@ -1,0 +1,46 @@
+/*
+ * frontend.h — a model folder's vision front-end: images in, soft tokens out.
+ *
+ * Present when the folder carries the vision sidecar (optiq_vision.safetensors)
+ * and config.json has a vision_config (plus the image token ids); absent
+ * otherwise, and the folder is a text-only model. For the Qwen3.5 / Qwen3.6
+ * family (model_type qwen3_5, qwen3_5_moe):
+ *
+ *   bytes ─ image_decode ─► RGB u8 ─ preprocess (preprocessor_config.json) ─►
+ *   pixel_values + grid ─ Qwen3-VL tower + merger ─► soft tokens (text hidden size)
+ *
+ * All images of one prompt go through the tower in one call (one attention
+ * segment each), as mlx-vlm encodes them.
+ */
+#ifndef OPTIQ_VISION_FRONTEND_H
+#define OPTIQ_VISION_FRONTEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "base/threadpool.h"
+#include "io/model_dir.h"
+#include "optiq.h"
+#include "vision/mm_prompt.h"
+
+typedef struct vision_fe vision_fe;
+
+/* *out = NULL (and OPTIQ_OK) when the folder has no sidecar or no
+ * vision_config; a sidecar that does not fit its config is an error. */
+optiq_status vision_fe_load(const model_dir *md, int64_t text_hidden, vision_fe **out, optiq_error *err);
+void vision_fe_free(vision_fe *fe);
+
+const mm_tokens *vision_fe_tokens(const vision_fe *fe);
+
+/* The images of one prompt → *feats (malloc'd, (Σ n_tokens[i], text_hidden)),
+ * grid_thw (n, 3) in patches and n_tokens (n) soft tokens per image. */
+optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
+                              float **feats, int32_t *grid_thw, int64_t *n_tokens, optiq_error *err);
+
+/* Only the preprocessing: pixel_values (malloc'd, (n_patches, patch_dim)) of
+ * the images and their grids, for optiq dump. */
+optiq_status vision_fe_pixels(const vision_fe *fe, const optiq_image *images, size_t n, float **pixels,
+                              int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw, optiq_error *err);
+
+#endif
