@@ -224,6 +224,28 @@ int main(void) {
             optiq_session_free(s);
         }
 
+        snprintf(name, sizeof name, "p%d: optiq_dump_images: merged embeddings, positions, ids (f32 and bf16 runs)", pi);
+        for (TEST_CASE(name)) {
+            char out[256];
+            snprintf(out, sizeof out, "/tmp/optiq_test_vl_dump_%ld.safetensors", (long)getpid());
+            CHECKF(optiq_dump_images(ex, ids, n_ids, im, n_img, out, &e) == OPTIQ_OK, "%s", e.message);
+            st_file *d = NULL;
+            CHECKF(st_open(out, &d, &e) == OPTIQ_OK, "%s", e.message);
+            const st_tensor *emb = d ? st_find(d, "embeds") : NULL, *pos = d ? st_find(d, "positions") : NULL;
+            const st_tensor *tok = d ? st_find(d, "tokens") : NULL, *px = d ? st_find(d, "pixel_values") : NULL;
+            const st_tensor *wpos = T("p%d.position_ids", pi), *wids = T("p%d.input_ids", pi);
+            CHECK(emb && pos && tok && px && wpos && wids);
+            if (emb && pos && tok && wpos && wids) {
+                compare("embeds", (const float *)emb->data, T("p%d.f32.embeds", pi), T("p%d.bf16.embeds", pi),
+                        (size_t)emb->nelem);
+                CHECK(pos->nbytes == wpos->nbytes && memcmp(pos->data, wpos->data, pos->nbytes) == 0);
+                CHECK(tok->nbytes == wids->nbytes && memcmp(tok->data, wids->data, tok->nbytes) == 0);
+                CHECK(px->nelem == T("p%d.pixel_codes", pi)->nelem);
+            }
+            st_close(d);
+            unlink(out);
+        }
+
         for (int f = 0; f < 2; f++) {
             snprintf(name, sizeof name, "p%d: 32 greedy tokens (%s path) == the f32 run's", pi, f ? "fast" : "exact");
             for (TEST_CASE(name)) {
