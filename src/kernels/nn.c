@@ -3,6 +3,8 @@
  */
 #include "kernels/nn.h"
 
+#include "base/cpu.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -33,6 +35,22 @@ void nn_softmax(float *x, int64_t n) {
     float s = 0.0f;
     for (int64_t i = 0; i < n; i++) {
         x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    float inv = 1.0f / s;
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void nn_softmax_scaled(float *x, int64_t n, float scale) {
+    if (cpu_level_current() >= CPU_AVX512) {
+        nn_softmax_scaled_avx512(x, n, scale);
+        return;
+    }
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) mx = x[i] * scale > mx ? x[i] * scale : mx;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] * scale - mx);
         s += x[i];
     }
     float inv = 1.0f / s;

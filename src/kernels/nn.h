@@ -27,6 +27,12 @@ void nn_swiglu(float *g, const float *u, int64_t n);
 /* In place softmax over n values (max-subtracted, f32). */
 void nn_softmax(float *x, int64_t n);
 
+/* In place softmax(scale * x) over n values; AVX-512 when available (its exp
+ * is within 2 ulp of expf, the sum is in 16 lanes: results differ from the
+ * portable loop by rounding only). */
+void nn_softmax_scaled(float *x, int64_t n, float scale);
+void nn_softmax_scaled_avx512(float *x, int64_t n, float scale);
+
 /* Rotary embedding, "rotate half" layout (mlx nn.RoPE traditional=False) on
  * the first 2*n_freq features of each head: for slot j < n_freq the pair
  * (x[j], x[j + n_freq]) rotates by angle pos[axis[j]] * inv_freq[j].

@@ -24,6 +24,7 @@
 #include "base/dtype.h"
 #include "io/json.h"
 #include "kernels/matmul.h"
+#include "kernels/nn.h"
 
 #define LN_EPS 1e-6f       /* hard-coded in mlx-vlm (the config's layer_norm_eps is not read) */
 #define ROPE_THETA 10000.0f
@@ -422,19 +423,7 @@ static void att_task(void *vctx, int64_t task, int thread) {
         /* the kernels cannot fail on these shapes (f32 weights, positive sizes) */
         matmul(NULL, c->qkv + i0 * stride + (int64_t)h * hd, m, hd, c->kp + ((int64_t)h * c->n + a) * hd, DT_F32, L,
                s, &o, NULL);
-        for (int64_t r = 0; r < m; r++) {
-            float *sr = s + r * L, mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < L; j++) {
-                sr[j] *= c->scale;
-                mx = sr[j] > mx ? sr[j] : mx;
-            }
-            for (int64_t j = 0; j < L; j++) {
-                sr[j] = expf(sr[j] - mx);
-                sum += sr[j];
-            }
-            float inv = 1.0f / sum;
-            for (int64_t j = 0; j < L; j++) sr[j] *= inv;
-        }
+        for (int64_t r = 0; r < m; r++) nn_softmax_scaled(s + r * L, L, c->scale);
         o.ldx = L;
         o.ldy = (int64_t)c->heads * hd;
         matmul(NULL, s, m, L, c->vt + (int64_t)h * c->n * hd + hd * a, DT_F32, hd,
