@@ -1,0 +1,169 @@
+/*
+ * api.h — the request/response layer of `optiq serve`: no HTTP, no model.
+ *
+ * Request bodies of the OpenAI (/v1/chat/completions, /v1/completions) and
+ * Anthropic (/v1/messages, /v1/messages/count_tokens) APIs are parsed into one
+ * api_request: the messages as the OpenAI-style JSON array the chat template
+ * takes (images as {"type":"image"} parts in place), the image URLs in order,
+ * the sampling parameters, max_tokens, stop strings and stream flags. Every
+ * failure fills an api_error (HTTP status, type, param, message) that
+ * api_error_json writes in the API's own error format. The response builders
+ * are pure functions of an api_result; the streaming ones (api_stream_*)
+ * produce the SSE text in the order each SDK expects. api_think_* splits
+ * generated text into reasoning (before </think>) and content, piece by piece.
+ *
+ * Accepted keys, limits and the error mapping: docs/server-api.md.
+ * Every returned string is malloc'd and NUL-terminated; the caller frees it
+ * with free(). NULL means out of memory.
+ */
+#ifndef OPTIQ_SERVER_API_H
+#define OPTIQ_SERVER_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "optiq.h"
+
+typedef enum api_kind {
+    API_OPENAI_CHAT = 0,        /* POST /v1/chat/completions */
+    API_OPENAI_COMPLETION,      /* POST /v1/completions */
+    API_ANTHROPIC_MESSAGES,     /* POST /v1/messages */
+    API_ANTHROPIC_COUNT_TOKENS  /* POST /v1/messages/count_tokens */
+} api_kind;
+
+/* 1 for the two Anthropic kinds: their errors use Anthropic's format. */
+static inline int api_kind_is_anthropic(api_kind k) {
+    return k == API_ANTHROPIC_MESSAGES || k == API_ANTHROPIC_COUNT_TOKENS;
+}
+
+typedef struct api_limits {
+    size_t max_body;   /* bytes of a request body (413 beyond); default 32 MiB */
+    int max_depth;     /* nesting of JSON arrays/objects; default 64 */
+    size_t max_images; /* images in one request; default 32 */
+    size_t max_stop;   /* stop strings; default 16 */
+} api_limits;
+
+api_limits api_limits_default(void);
+
+typedef struct api_error {
+    int http_status;   /* 400, 413, ... */
+    char type[32];     /* "invalid_request_error", ... (OpenAI's names) */
+    char param[96];    /* the offending key path ("messages[1].content[0].image_url.url"), or "" */
+    char message[384];
+} api_error;
+
+/* Fill e (status, param may be NULL). type follows from the status:
+ * 400/413/422 invalid_request_error, 401 authentication_error,
+ * 403 permission_error, 404 not_found_error, 429 rate_limit_error,
+ * 503 overloaded_error, else api_error. Returns the status. */
+int api_error_set(api_error *e, int http_status, const char *param, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* The error body:
+ *   OpenAI:    {"error":{"message":...,"type":...,"param":...|null,"code":null}}
+ *   Anthropic: {"type":"error","error":{"type":...,"message":...}}
+ * (Anthropic names 413 "request_too_large" and 5xx "api_error"). */
+char *api_error_json(int anthropic, const api_error *e);
+
+typedef struct api_request {
+    api_kind kind;
+    char *model;            /* NULL when not given */
+    char *messages_json;    /* chat kinds: normalized OpenAI-style messages array; NULL for completions */
+    char *prompt;           /* API_OPENAI_COMPLETION: the prompt text; NULL otherwise */
+    char **images;          /* data: or http(s) URLs, in the order of the image parts */
+    size_t n_images;
+    optiq_sampling sampling;
+    int max_tokens;         /* 0 when not given */
+    char **stop;            /* stop strings (Anthropic: stop_sequences) */
+    size_t n_stop;
+    int stream;             /* 1: SSE response */
+    int include_usage;      /* OpenAI stream_options.include_usage */
+    char *chat_template_kwargs_json; /* an object, or NULL; Anthropic thinking -> {"enable_thinking":bool} */
+    char *tools_json;       /* OpenAI "tools" array as given, or NULL */
+} api_request;
+
+/* Parse a request body of len bytes (it need not be NUL-terminated). On
+ * success returns 0 and fills *out (free with api_request_free); otherwise
+ * returns the HTTP status, fills *err and leaves *out empty. lim NULL: the
+ * defaults. */
+int api_parse_request(api_kind kind, const char *body, size_t len, const api_limits *lim, api_request *out,
+                      api_error *err);
+void api_request_free(api_request *r);
+
+/* ---- responses ---- */
+
+typedef struct api_result {
+    const char *id;             /* "chatcmpl-...", "cmpl-...", "msg_..." */
+    int64_t created;            /* seconds since the epoch (OpenAI) */
+    const char *model;
+    const char *text;           /* content (NULL: empty) */
+    const char *reasoning;      /* text before </think>, or NULL */
+    const char *finish_reason;  /* optiq's: "stop", "length", "abort" (NULL: "stop") */
+    const char *stop_sequence;  /* the stop string that ended generation, or NULL */
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+} api_result;
+
+/* Anthropic stop_reason for optiq's finish reason: "end_turn", "max_tokens", "stop_sequence". */
+const char *api_anthropic_stop_reason(const char *finish_reason, const char *stop_sequence);
+
+char *api_openai_chat_response(const api_result *r);       /* chat.completion */
+char *api_openai_completion_response(const api_result *r); /* text_completion */
+char *api_anthropic_message_response(const api_result *r); /* message */
+char *api_anthropic_count_tokens_response(int64_t input_tokens);
+/* {"object":"list","data":[{"id","object":"model","created","owned_by":"optiq","input_modalities"}]} */
+char *api_models_response(const char *model_id, int64_t created, int vision);
+
+/* A streamed response: begin once, delta per generated piece, end once; each
+ * call returns the SSE text to send now (possibly ""):
+ *   OpenAI chat:  role chunk; content / reasoning_content chunks; the
+ *                 finish_reason chunk; the usage chunk when include_usage;
+ *                 data: [DONE]
+ *   completions:  (nothing); text chunks; the finish_reason chunk; usage; [DONE]
+ *   Anthropic:    message_start; content_block_start / _delta / _stop per
+ *                 block (a "thinking" block, then a "text" block); message_delta
+ *                 (stop_reason, usage.output_tokens); message_stop */
+typedef struct api_stream {
+    api_kind kind;
+    api_result meta;   /* id, created, model, prompt_tokens; strings borrowed */
+    int include_usage;
+    int block;         /* Anthropic: index of the open block, -1 none */
+    int block_type;    /* 0 none, 1 thinking, 2 text */
+} api_stream;
+
+void api_stream_init(api_stream *s, api_kind kind, const char *id, int64_t created, const char *model,
+                     int64_t prompt_tokens, int include_usage);
+char *api_stream_begin(api_stream *s);
+char *api_stream_delta(api_stream *s, const char *reasoning, size_t reasoning_len, const char *text,
+                       size_t text_len);
+char *api_stream_end(api_stream *s, const char *finish_reason, const char *stop_sequence,
+                     int64_t completion_tokens);
+
+/* ---- reasoning split ----
+ * Generated text "<think>R</think>\n\nC" (or "R</think>C" when the prompt
+ * already opened the block) goes to reasoning R and content C; the newlines
+ * right after </think> are dropped. Text with no reasoning block is all
+ * content. A tag split across pieces is still found: bytes that may start a
+ * tag are held back until the next piece (or api_think_finish) decides. */
+typedef struct api_think {
+    int state;          /* internal */
+    size_t matched;     /* bytes of the tag matched so far (held back) */
+    char *reasoning;    /* output of the last call; valid until the next */
+    size_t reasoning_len;
+    char *content;
+    size_t content_len;
+    size_t cap_r, cap_c;
+} api_think;
+
+/* in_reasoning: 1 when the prompt ends inside an opened <think> block. */
+void api_think_init(api_think *t, int in_reasoning);
+/* Split one piece; results in t->reasoning / t->content. Returns -1 when out of memory. */
+int api_think_feed(api_think *t, const char *piece, size_t len);
+/* Flush held-back bytes at the end of generation. */
+int api_think_finish(api_think *t);
+void api_think_free(api_think *t);
+
+#endif
