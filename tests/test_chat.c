@@ -11,6 +11,7 @@
 #include "text/jinja.h"
 
 #include <ftw.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -248,9 +249,60 @@ static void preparation(void) {
     }
 }
 
+/* ---- one template rendered by several threads at once ---- */
+
+typedef struct render_job {
+    const optiq_chat_template *t;
+    const char *want;
+    int bad;
+} render_job;
+
+static void *render_many(void *arg) {
+    render_job *j = arg;
+    static const char MSGS[] = "[{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
+                               "[{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"Hi?\"}]}]";
+    for (int i = 0; i < 300; i++) {
+        char *p = NULL;
+        optiq_error e;
+        if (optiq_chat_template_render(j->t, MSGS, strlen(MSGS), "{\"add_generation_prompt\": true}", &p, NULL, &e) ||
+            strcmp(p, j->want) != 0)
+            j->bad++;
+        optiq_free(p);
+    }
+    return NULL;
+}
+
+static void concurrent(void) {
+    for (TEST_CASE("one loaded template rendered by 4 threads at once gives the same text every time")) {
+        optiq_chat_template *t = NULL;
+        optiq_error e;
+        CHECKF(optiq_chat_template_load(test_path("tests/fixtures/models/qwen35-vl-mixed"), &t, &e) == OPTIQ_OK, "%s",
+               e.message);
+        if (!t) continue;
+        render_job jobs[4];
+        char *want = NULL;
+        static const char MSGS[] = "[{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
+                                   "[{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"Hi?\"}]}]";
+        CHECK(optiq_chat_template_render(t, MSGS, strlen(MSGS), "{\"add_generation_prompt\": true}", &want, NULL, &e) ==
+              OPTIQ_OK);
+        pthread_t th[4];
+        for (int i = 0; i < 4 && want; i++) {
+            jobs[i] = (render_job){t, want, 0};
+            pthread_create(&th[i], NULL, render_many, &jobs[i]);
+        }
+        for (int i = 0; i < 4 && want; i++) {
+            pthread_join(th[i], NULL);
+            CHECKF(jobs[i].bad == 0, "thread %d: %d renders differ or fail", i, jobs[i].bad);
+        }
+        optiq_free(want);
+        optiq_chat_template_free(t);
+    }
+}
+
 int main(void) {
     for (int i = 0; TEMPLATES[i]; i++) conversations(TEMPLATES[i]);
     malformed();
     preparation();
+    concurrent();
     return test_finish();
 }

@@ -65,7 +65,7 @@ typedef jval *(*jfunc_fn)(jctx *c, const jval *self, const char *name, jval **ar
 
 struct jval {
     jtype type;
-    int refs; /* < 0: static, never freed */
+    int refs; /* < 0: static, never freed; changed with atomic operations only */
     union {
         int b;
         int64_t i;

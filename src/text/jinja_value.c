@@ -407,14 +407,16 @@ jval *jv_func(jfunc_fn fn, const jval *self, const char *name) {
     return v;
 }
 
+/* Reference counts are atomic: a parsed template's constant values are
+ * shared by every render, and renders may run on several threads at once. */
 jval *jv_ref(const jval *cv) {
     jval *v = (jval *)cv;
-    if (v && v->refs > 0) v->refs++;
+    if (v && v->refs > 0) __atomic_fetch_add(&v->refs, 1, __ATOMIC_RELAXED);
     return v;
 }
 
 void jv_unref(jval *v) {
-    if (!v || v->refs < 0 || --v->refs > 0) return;
+    if (!v || v->refs < 0 || __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
     switch (v->type) {
     case JV_STRING: free(v->u.str.s); break;
     case JV_LIST:
