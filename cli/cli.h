@@ -22,6 +22,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_sidecar(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Print "optiq: message" to stderr; returns 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -245,7 +245,8 @@ int main(void) {
         free(out);
     }
     for (TEST_CASE("every command has --help")) {
-        const char *cmds[] = {"inspect", "bench", "tokenize", "template", "generate", "chat", "dump", "sidecar"};
+        const char *cmds[] = {"inspect", "bench", "tokenize", "template", "generate",
+                              "chat", "dump", "sidecar", "serve"};
         for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
             char a[64];
             snprintf(a, sizeof a, "%s --help", cmds[i]);

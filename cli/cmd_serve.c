@@ -1,0 +1,83 @@
+/*
+ * cmd_serve.c — `optiq serve --model DIR`: the OpenAI / Anthropic compatible
+ * HTTP server (src/server/server.c) in the foreground until SIGINT/SIGTERM.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "server/server.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "Usage: optiq serve --model DIR [--host ADDR] [--port N] [--api-key KEY] [options]\n\n"
+            "Serve the model over HTTP with OpenAI (/v1/chat/completions, /v1/completions,\n"
+            "/v1/models) and Anthropic (/v1/messages, /v1/messages/count_tokens) compatible\n"
+            "routes, plus GET /health. Runs until SIGINT or SIGTERM; one log line per request\n"
+            "goes to standard error.\n\n"
+            "Options:\n"
+            "  --model DIR                 model folder (config.json, model*.safetensors, tokenizer files)\n"
+            "  --host ADDR                 address to listen on (IPv4 / IPv6 literal or localhost;\n"
+            "                              default 127.0.0.1)\n"
+            "  --port N                    port (default 8080; 0: any free port, printed when ready)\n"
+            "  --api-key KEY               require 'Authorization: Bearer KEY' or 'x-api-key: KEY'\n"
+            "                              (GET /health stays open)\n"
+            "  --threads N                 threads (default: physical cores)\n"
+            "  --ctx N                     context length in tokens (default: the model's maximum)\n"
+            "  --exact                     f32 activations in every product (default: the fast path)\n"
+            "  --help                      show this help\n");
+}
+
+int cmd_serve(int argc, char **argv) {
+    enum { O_MODEL = 1, O_HOST, O_PORT, O_KEY, O_THREADS, O_CTX, O_EXACT };
+    static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
+                                         {"host", required_argument, 0, O_HOST},
+                                         {"port", required_argument, 0, O_PORT},
+                                         {"api-key", required_argument, 0, O_KEY},
+                                         {"threads", required_argument, 0, O_THREADS},
+                                         {"ctx", required_argument, 0, O_CTX},
+                                         {"exact", no_argument, 0, O_EXACT},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    server_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.host = "127.0.0.1";
+    cfg.port = 8080;
+    cfg.engine = optiq_engine_default();
+    long long v;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: cfg.model_dir = optarg; break;
+        case O_HOST: cfg.host = optarg; break;
+        case O_PORT:
+            if (cli_parse_int("serve", "--port", optarg, 0, 65535, &v)) return 2;
+            cfg.port = (int)v;
+            break;
+        case O_KEY:
+            if (!*optarg) return cli_usage_error("serve", "--api-key takes a non-empty key");
+            cfg.api_key = optarg;
+            break;
+        case O_THREADS:
+            if (cli_parse_int("serve", "--threads", optarg, 1, 4096, &v)) return 2;
+            cfg.engine.n_threads = (int)v;
+            break;
+        case O_CTX:
+            if (cli_parse_int("serve", "--ctx", optarg, 1, INT64_MAX, &v)) return 2;
+            cfg.engine.context = v;
+            break;
+        case O_EXACT: cfg.engine.exact = 1; break;
+        case 'h': usage(stdout); return 0;
+        case ':': return cli_usage_error("serve", "option '%s' needs a value", argv[optind - 1]);
+        default: return cli_usage_error("serve", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc) return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+    if (!cfg.model_dir) return cli_usage_error("serve", "--model DIR is required");
+    optiq_error err = {0};
+    if (server_run(&cfg, &err) != OPTIQ_OK) return cli_fail("%s", err.message);
+    return 0;
+}

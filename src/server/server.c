@@ -1,0 +1,629 @@
+/*
+ * server.c — `optiq serve`: routes, the generation queue and its worker.
+ *
+ * Threads: MHD's connection threads run handle(); the worker thread runs
+ * every generation on the one session, in arrival order; the main thread
+ * waits for SIGINT/SIGTERM (sigwait, the signals are blocked in every other
+ * thread) and then stops the HTTP layer and the worker.
+ *
+ * A request that needs the model is prepared on its connection thread
+ * (template rendering and tokenization only read the immutable engine), then
+ * queued as a job; the connection thread waits for it. Non-stream jobs are
+ * answered when generation ends. Stream jobs answer as soon as generation
+ * has produced its first token (or ended): until then an error (context,
+ * image decoding) can still become a proper error response; afterwards the
+ * worker writes SSE events through the http stream and aborts generation
+ * when the client has gone away.
+ */
+#include "server/server.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "quant/qmatmul.h"
+#include "server/api.h"
+#include "server/http.h"
+
+typedef struct job job;
+
+typedef struct server {
+    const server_config *cfg;
+    optiq_engine *engine;
+    optiq_session *session;
+    char model_name[256];
+    int vision;
+    int64_t started;
+    pthread_mutex_t mu;
+    pthread_mutex_t prep_mu; /* one template render at a time (see prepare_prompt) */
+    pthread_cond_t work_cv;  /* worker: a job was queued, or quit */
+    pthread_cond_t done_cv;  /* connection threads: a job changed phase */
+    job *head, *tail;
+    int quit;
+    unsigned long counter;
+} server;
+
+enum { PHASE_QUEUED = 0, PHASE_STARTED, PHASE_DONE };
+
+struct job {
+    server *srv;
+    http_request *hreq;
+    const api_request *req;
+    int32_t *ids;
+    size_t n_ids;
+    optiq_image *images;
+    int in_reasoning;
+    char id[48];
+    int64_t created;
+    /* worker -> connection thread */
+    int phase;
+    optiq_status status;
+    char message[512];
+    optiq_generation gen;
+    /* stream handshake */
+    int stream_set;          /* the connection thread answered: stream below (NULL: could not) */
+    http_stream *stream;
+    api_stream sse;
+    api_think think;
+    int write_failed;
+    size_t seen_tokens;
+    job *next;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static void respond_api_error(http_request *r, int anthropic, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void respond_api_error(http_request *r, int anthropic, int status, const char *fmt, ...) {
+    api_error e;
+    char msg[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    api_error_set(&e, status, NULL, "%s", msg);
+    char *body = api_error_json(anthropic, &e);
+    if (!body) {
+        http_respond_error(r, 500, "server_error", "out of memory");
+        return;
+    }
+    http_respond(r, status, NULL, body, strlen(body));
+    free(body);
+}
+
+static void respond_parse_error(http_request *r, int anthropic, const api_error *e) {
+    char *body = api_error_json(anthropic, e);
+    if (!body) {
+        http_respond_error(r, 500, "server_error", "out of memory");
+        return;
+    }
+    http_respond(r, e->http_status, NULL, body, strlen(body));
+    free(body);
+}
+
+static void respond_json(http_request *r, char *body) {
+    if (!body) {
+        http_respond_error(r, 500, "server_error", "out of memory");
+        return;
+    }
+    http_respond(r, 200, NULL, body, strlen(body));
+    free(body);
+}
+
+/* 1 when the prompt ends inside an opened <think> block. */
+static int ends_in_think(const char *p, size_t len) {
+    const char *open = NULL;
+    for (const char *q = p; (q = strstr(q, "<think>")) != NULL && (size_t)(q - p) < len; q++) open = q;
+    return open && !strstr(open, "</think>");
+}
+
+static int authorized(const server *sv, http_request *r) {
+    const char *key = sv->cfg->api_key;
+    if (!key || !*key) return 1;
+    const char *h = http_request_header(r, "x-api-key");
+    if (h && strcmp(h, key) == 0) return 1;
+    h = http_request_header(r, "authorization");
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        h += 7;
+        while (*h == ' ') h++;
+        if (strcmp(h, key) == 0) return 1;
+    }
+    return 0;
+}
+
+/* ---- prompt preparation (connection thread) ------------------------------ */
+
+/* Fill j->ids (and j->images); 0 or an HTTP status with the message in msg. */
+static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg, size_t msg_size) {
+    const optiq_tokenizer *tok = optiq_engine_tokenizer(sv->engine);
+    optiq_error err;
+    if (req->n_images) {
+        if (!sv->vision) {
+            snprintf(msg, msg_size,
+                     "the model folder %s has no vision sidecar (optiq_vision.safetensors): it cannot take images",
+                     sv->model_name);
+            return 400;
+        }
+        for (size_t i = 0; i < req->n_images; i++)
+            if (strncmp(req->images[i], "data:", 5) != 0) {
+                snprintf(msg, msg_size,
+                         "remote image URLs are disabled (start the server with --allow-remote-images)");
+                return 400;
+            }
+        j->images = calloc(req->n_images, sizeof *j->images);
+        if (!j->images) {
+            snprintf(msg, msg_size, "out of memory");
+            return 500;
+        }
+        for (size_t i = 0; i < req->n_images; i++) j->images[i].source = req->images[i];
+    }
+    if (req->kind == API_OPENAI_COMPLETION) {
+        const char *p = req->prompt ? req->prompt : "";
+        if (optiq_tokenizer_encode(tok, p, strlen(p), OPTIQ_ENCODE_ADD_SPECIAL, &j->ids, &j->n_ids, &err)) {
+            snprintf(msg, msg_size, "%s", err.message);
+            return 400;
+        }
+    } else {
+        const optiq_chat_template *t = optiq_engine_chat_template(sv->engine);
+        if (!t) {
+            snprintf(msg, msg_size, "the model folder %s has no chat template", sv->model_name);
+            return 400;
+        }
+        /* options: the generation prompt, thinking off with images (as mlx-vlm
+         * renders image prompts and optiq generate does), then the request's
+         * template variables, which win */
+        cJSON *o = cJSON_CreateObject();
+        if (!o) {
+            snprintf(msg, msg_size, "out of memory");
+            return 500;
+        }
+        cJSON_AddBoolToObject(o, "add_generation_prompt", 1);
+        if (req->n_images) cJSON_AddBoolToObject(o, "enable_thinking", 0);
+        if (req->chat_template_kwargs_json) {
+            cJSON *kw = cJSON_Parse(req->chat_template_kwargs_json);
+            if (cJSON_IsObject(kw)) {
+                for (cJSON *it = kw->child; it; it = it->next) {
+                    cJSON *dup = cJSON_Duplicate(it, 1);
+                    if (!dup) continue;
+                    if (cJSON_HasObjectItem(o, it->string)) cJSON_ReplaceItemInObjectCaseSensitive(o, it->string, dup);
+                    else cJSON_AddItemToObject(o, it->string, dup);
+                }
+            }
+            cJSON_Delete(kw);
+        }
+        if (req->tools_json) {
+            cJSON *tools = cJSON_Parse(req->tools_json);
+            if (tools) cJSON_AddItemToObject(o, "tools", tools);
+        }
+        char *opts = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!opts) {
+            snprintf(msg, msg_size, "out of memory");
+            return 500;
+        }
+        char *prompt = NULL;
+        size_t plen = 0;
+        /* One render at a time: the template evaluator shares reference-counted
+         * values of the parsed template between renders without atomics, so two
+         * concurrent renders of the same template race (seen under ASan). */
+        pthread_mutex_lock(&sv->prep_mu);
+        optiq_status st = optiq_chat_template_render(t, req->messages_json, strlen(req->messages_json), opts,
+                                                     &prompt, &plen, &err);
+        pthread_mutex_unlock(&sv->prep_mu);
+        free(opts);
+        if (st == OPTIQ_OK) st = optiq_tokenizer_encode(tok, prompt, plen, 0, &j->ids, &j->n_ids, &err);
+        if (st == OPTIQ_OK) j->in_reasoning = ends_in_think(prompt, plen);
+        optiq_free(prompt);
+        if (st != OPTIQ_OK) {
+            snprintf(msg, msg_size, "%s", err.message);
+            return st == OPTIQ_ERR_NOMEM ? 500 : 400;
+        }
+    }
+    if (j->n_ids == 0) {
+        snprintf(msg, msg_size, "the prompt encodes to no tokens");
+        return 400;
+    }
+    int64_t ctx = optiq_engine_context(sv->engine);
+    if ((int64_t)j->n_ids >= ctx) {
+        snprintf(msg, msg_size,
+                 "prompt of %zu tokens does not fit the context of %lld tokens (1 needed for the reply)", j->n_ids,
+                 (long long)ctx);
+        return 400;
+    }
+    return 0;
+}
+
+/* ---- worker -------------------------------------------------------------- */
+
+/* The stop string that ended generation, or NULL. */
+static const char *find_stop(server *sv, const api_request *req, const optiq_generation *g) {
+    if (!req->n_stop || !g->finish_reason || strcmp(g->finish_reason, "stop") != 0 || !g->n_tokens) return NULL;
+    char *all = NULL;
+    size_t len = 0;
+    const char *hit = NULL;
+    if (optiq_tokenizer_decode(optiq_engine_tokenizer(sv->engine), g->tokens, g->n_tokens, 0, &all, &len, NULL))
+        return NULL;
+    if (len > g->text_len && memcmp(all, g->text, g->text_len) == 0)
+        for (size_t i = 0; i < req->n_stop && !hit; i++)
+            if (strncmp(all + g->text_len, req->stop[i], strlen(req->stop[i])) == 0) hit = req->stop[i];
+    optiq_free(all);
+    return hit;
+}
+
+static int stream_send(job *j, char *text) {
+    if (!text) return -1;
+    int rc = 0;
+    if (*text && !j->write_failed && http_stream_write(j->stream, text, strlen(text)) != OPTIQ_OK) {
+        j->write_failed = 1;
+        rc = -1;
+    }
+    free(text);
+    return rc;
+}
+
+/* Stream jobs: tell the connection thread to answer, wait until it has. */
+static void stream_handshake(job *j, int64_t prompt_tokens) {
+    server *sv = j->srv;
+    pthread_mutex_lock(&sv->mu);
+    j->phase = PHASE_STARTED;
+    pthread_cond_broadcast(&sv->done_cv);
+    while (!j->stream_set) pthread_cond_wait(&sv->done_cv, &sv->mu);
+    pthread_mutex_unlock(&sv->mu);
+    if (!j->stream) {
+        j->write_failed = 1;
+        return;
+    }
+    api_stream_init(&j->sse, j->req->kind, j->id, j->created, sv->model_name, prompt_tokens, j->req->include_usage);
+    stream_send(j, api_stream_begin(&j->sse));
+}
+
+static int stream_think_out(job *j) {
+    return stream_send(j, api_stream_delta(&j->sse, j->think.reasoning, j->think.reasoning_len, j->think.content,
+                                           j->think.content_len));
+}
+
+static int on_token(void *user, int32_t id, const char *text, size_t len) {
+    job *j = user;
+    if (id >= 0) j->seen_tokens++;
+    if (!j->req->stream) return http_request_cancelled(j->hreq);
+    if (j->phase == PHASE_QUEUED)
+        stream_handshake(j, optiq_session_position(j->srv->session) - (int64_t)j->seen_tokens);
+    if (j->write_failed) return 1;
+    if (len) {
+        if (api_think_feed(&j->think, text, len) < 0) return 1;
+        if (stream_think_out(j)) return 1;
+    }
+    return http_stream_cancelled(j->stream);
+}
+
+static void run_job(server *sv, job *j) {
+    optiq_error err = {0};
+    optiq_generate_params p = optiq_generate_default();
+    p.sampling = j->req->sampling;
+    p.max_tokens = j->req->max_tokens;
+    p.stop = (const char *const *)j->req->stop;
+    p.n_stop = j->req->n_stop;
+    p.images = j->images;
+    p.n_images = j->req->n_images;
+    p.on_token = on_token;
+    p.user = j;
+    api_think_init(&j->think, j->in_reasoning);
+    optiq_session_reset(sv->session);
+    optiq_status st = OPTIQ_OK;
+    if (http_request_cancelled(j->hreq)) {
+        st = OPTIQ_ERR_IO;
+        snprintf(err.message, sizeof err.message, "the server is stopping");
+    } else {
+        st = optiq_generate(sv->session, j->ids, j->n_ids, &p, &j->gen, &err);
+    }
+    j->status = st;
+    if (st != OPTIQ_OK) snprintf(j->message, sizeof j->message, "%s", err.message);
+    if (j->req->stream) {
+        if (j->phase == PHASE_QUEUED && st == OPTIQ_OK) stream_handshake(j, j->gen.prompt_tokens);
+        if (j->phase == PHASE_STARTED) {
+            /* the stream is open: finish it (an error mid-way just ends it) */
+            if (!j->write_failed) {
+                if (api_think_finish(&j->think) == 0) stream_think_out(j);
+                j->sse.meta.prompt_tokens = j->gen.prompt_tokens;
+                const char *fr = st == OPTIQ_OK ? j->gen.finish_reason : "abort";
+                stream_send(j, api_stream_end(&j->sse, fr, st == OPTIQ_OK ? find_stop(sv, j->req, &j->gen) : NULL,
+                                              (int64_t)(st == OPTIQ_OK ? j->gen.n_tokens : j->seen_tokens)));
+            }
+            if (j->stream) http_stream_close(j->stream);
+            j->stream = NULL;
+        }
+    }
+    api_think_free(&j->think);
+    pthread_mutex_lock(&sv->mu);
+    j->phase = PHASE_DONE;
+    pthread_cond_broadcast(&sv->done_cv);
+    pthread_mutex_unlock(&sv->mu);
+}
+
+static void *worker_main(void *arg) {
+    server *sv = arg;
+    pthread_mutex_lock(&sv->mu);
+    for (;;) {
+        while (!sv->head && !sv->quit) pthread_cond_wait(&sv->work_cv, &sv->mu);
+        if (!sv->head) break;
+        job *j = sv->head;
+        sv->head = j->next;
+        if (!sv->head) sv->tail = NULL;
+        pthread_mutex_unlock(&sv->mu);
+        run_job(sv, j);
+        pthread_mutex_lock(&sv->mu);
+    }
+    pthread_mutex_unlock(&sv->mu);
+    qmatmul_release_scratch(); /* this thread's matmul scratch (thread-local) */
+    return NULL;
+}
+
+/* ---- model routes (connection thread) ------------------------------------ */
+
+static char *append(char *buf, size_t *len, size_t *cap, const char *s, size_t n) {
+    if (!buf) return NULL;
+    if (*len + n + 1 > *cap) {
+        size_t nc = (*cap + n + 1) * 2;
+        char *nb = realloc(buf, nc);
+        if (!nb) {
+            free(buf);
+            return NULL;
+        }
+        buf = nb;
+        *cap = nc;
+    }
+    memcpy(buf + *len, s, n);
+    *len += n;
+    buf[*len] = 0;
+    return buf;
+}
+
+static void answer_full(server *sv, http_request *r, job *j) {
+    const api_request *req = j->req;
+    /* split the reasoning off the text */
+    api_think t;
+    api_think_init(&t, j->in_reasoning);
+    size_t rl = 0, rc = 16, cl = 0, cc = 16;
+    char *reasoning = malloc(rc), *content = malloc(cc);
+    if (reasoning) reasoning[0] = 0;
+    if (content) content[0] = 0;
+    if (api_think_feed(&t, j->gen.text, j->gen.text_len) == 0) {
+        reasoning = append(reasoning, &rl, &rc, t.reasoning ? t.reasoning : "", t.reasoning_len);
+        content = append(content, &cl, &cc, t.content ? t.content : "", t.content_len);
+    }
+    if (api_think_finish(&t) == 0) {
+        reasoning = append(reasoning, &rl, &rc, t.reasoning ? t.reasoning : "", t.reasoning_len);
+        content = append(content, &cl, &cc, t.content ? t.content : "", t.content_len);
+    }
+    api_think_free(&t);
+    api_result res = {
+        .id = j->id,
+        .created = j->created,
+        .model = sv->model_name,
+        .text = content,
+        .reasoning = rl ? reasoning : NULL,
+        .finish_reason = j->gen.finish_reason,
+        .stop_sequence = find_stop(sv, req, &j->gen),
+        .prompt_tokens = j->gen.prompt_tokens,
+        .completion_tokens = (int64_t)j->gen.n_tokens,
+    };
+    char *body = NULL;
+    if (reasoning && content) {
+        if (req->kind == API_OPENAI_CHAT) body = api_openai_chat_response(&res);
+        else if (req->kind == API_OPENAI_COMPLETION) body = api_openai_completion_response(&res);
+        else body = api_anthropic_message_response(&res);
+    }
+    free(reasoning);
+    free(content);
+    respond_json(r, body);
+}
+
+static void handle_model(server *sv, http_request *r, api_kind kind) {
+    int anthropic = api_kind_is_anthropic(kind);
+    size_t len;
+    const char *body = http_request_body(r, &len);
+    api_request req;
+    api_error aerr;
+    if (api_parse_request(kind, body, len, NULL, &req, &aerr) != 0) {
+        respond_parse_error(r, anthropic, &aerr);
+        return;
+    }
+    job j;
+    memset(&j, 0, sizeof j);
+    j.srv = sv;
+    j.hreq = r;
+    j.req = &req;
+    char msg[512];
+    int status = prepare_prompt(sv, &req, &j, msg, sizeof msg);
+    if (status) {
+        respond_api_error(r, anthropic, status, "%s", msg);
+        goto done;
+    }
+    if (kind == API_ANTHROPIC_COUNT_TOKENS) {
+        /* text tokens; each image counts as its one placeholder token */
+        respond_json(r, api_anthropic_count_tokens_response((int64_t)j.n_ids));
+        goto done;
+    }
+    j.created = (int64_t)time(NULL);
+    pthread_mutex_lock(&sv->mu);
+    unsigned long n = ++sv->counter;
+    snprintf(j.id, sizeof j.id, "%s%lu",
+             kind == API_OPENAI_CHAT ? "chatcmpl-" : kind == API_OPENAI_COMPLETION ? "cmpl-" : "msg_", n);
+    if (sv->tail) sv->tail->next = &j;
+    else sv->head = &j;
+    sv->tail = &j;
+    pthread_cond_signal(&sv->work_cv);
+    while (j.phase == PHASE_QUEUED) pthread_cond_wait(&sv->done_cv, &sv->mu);
+    if (j.phase == PHASE_STARTED) {
+        /* stream: answer now; the worker writes the events */
+        http_stream *stream = j.stream = http_respond_stream(r, 200);
+        j.stream_set = 1;
+        pthread_cond_broadcast(&sv->done_cv);
+        while (j.phase != PHASE_DONE) pthread_cond_wait(&sv->done_cv, &sv->mu);
+        pthread_mutex_unlock(&sv->mu);
+        if (!stream) http_respond_error(r, 500, "server_error", "out of memory");
+    } else {
+        pthread_mutex_unlock(&sv->mu);
+        if (j.status != OPTIQ_OK) {
+            int st = j.status == OPTIQ_ERR_NOMEM ? 500 : j.status == OPTIQ_ERR_IO ? 503 : 400;
+            respond_api_error(r, anthropic, st, "%s", j.message);
+        } else {
+            answer_full(sv, r, &j);
+        }
+    }
+    if (j.status == OPTIQ_OK)
+        http_request_note(r, "prompt=%lld completion=%zu", (long long)j.gen.prompt_tokens, j.gen.n_tokens);
+    else
+        http_request_note(r, "error=%s", optiq_status_name(j.status));
+done:
+    optiq_generation_free(&j.gen);
+    optiq_free(j.ids);
+    free(j.images);
+    api_request_free(&req);
+}
+
+/* ---- routing --------------------------------------------------------------- */
+
+static void handle(http_request *r, void *user) {
+    server *sv = user;
+    const char *method = http_request_method(r), *path = http_request_path(r);
+    static const struct {
+        const char *path;
+        const char *method;
+        int kind; /* -1 health, -2 models, else api_kind */
+    } routes[] = {
+        {"/health", "GET", -1},
+        {"/v1/models", "GET", -2},
+        {"/v1/chat/completions", "POST", API_OPENAI_CHAT},
+        {"/v1/completions", "POST", API_OPENAI_COMPLETION},
+        {"/v1/messages", "POST", API_ANTHROPIC_MESSAGES},
+        {"/v1/messages/count_tokens", "POST", API_ANTHROPIC_COUNT_TOKENS},
+    };
+    int anthropic = strncmp(path, "/v1/messages", 12) == 0;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(path, routes[i].path) != 0) continue;
+        if (strcmp(method, routes[i].method) != 0 &&
+            !(strcmp(routes[i].method, "GET") == 0 && strcmp(method, "HEAD") == 0)) {
+            http_response_header(r, "Allow", routes[i].method);
+            respond_api_error(r, anthropic, 405, "method %s is not allowed on %s (use %s)", method, path,
+                              routes[i].method);
+            return;
+        }
+        if (routes[i].kind == -1) {
+            const char ok[] = "{\"status\":\"ok\"}";
+            http_respond(r, 200, NULL, ok, sizeof ok - 1);
+            return;
+        }
+        if (!authorized(sv, r)) {
+            respond_api_error(r, anthropic, 401, "invalid or missing API key");
+            return;
+        }
+        if (routes[i].kind == -2) {
+            respond_json(r, api_models_response(sv->model_name, sv->started, sv->vision));
+            return;
+        }
+        handle_model(sv, r, (api_kind)routes[i].kind);
+        return;
+    }
+    respond_api_error(r, anthropic, 404, "no route for %s %s", method, path);
+}
+
+/* ---- run ----------------------------------------------------------------- */
+
+static void set_model_name(server *sv, const char *dir) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", dir);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
+    const char *b = strrchr(buf, '/');
+    const char *name = b && b[1] ? b + 1 : buf;
+    size_t len = strlen(name);
+    if (len >= sizeof sv->model_name) len = sizeof sv->model_name - 1;
+    memcpy(sv->model_name, name, len);
+    sv->model_name[len] = 0;
+}
+
+optiq_status server_run(const server_config *cfg, optiq_error *err) {
+    server sv;
+    memset(&sv, 0, sizeof sv);
+    sv.cfg = cfg;
+    if (!cfg || !cfg->model_dir) {
+        if (err) {
+            err->status = OPTIQ_ERR_INVALID_ARG;
+            snprintf(err->message, sizeof err->message, "no model folder");
+        }
+        return OPTIQ_ERR_INVALID_ARG;
+    }
+    set_model_name(&sv, cfg->model_dir);
+    /* SIGINT/SIGTERM go to sigwait below: block them before any thread starts
+     * (the engine's thread pool included), so that no other thread takes them */
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old);
+    signal(SIGPIPE, SIG_IGN);
+    optiq_status st = optiq_engine_load(cfg->model_dir, &cfg->engine, &sv.engine, err);
+    if (st == OPTIQ_OK) st = optiq_session_new(sv.engine, &sv.session, err);
+    if (st != OPTIQ_OK) {
+        optiq_engine_free(sv.engine);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return st;
+    }
+    sv.vision = optiq_engine_has_vision(sv.engine);
+    sv.started = (int64_t)time(NULL);
+    pthread_mutex_init(&sv.mu, NULL);
+    pthread_mutex_init(&sv.prep_mu, NULL);
+    pthread_cond_init(&sv.work_cv, NULL);
+    pthread_cond_init(&sv.done_cv, NULL);
+
+    pthread_t worker;
+    http_server *hs = NULL;
+    int worker_started = 0;
+    if (pthread_create(&worker, NULL, worker_main, &sv) != 0) {
+        st = OPTIQ_ERR_NOMEM;
+        if (err) {
+            err->status = st;
+            snprintf(err->message, sizeof err->message, "cannot start the worker thread");
+        }
+        goto done;
+    }
+    worker_started = 1;
+    http_config hc = http_config_default();
+    if (cfg->host) hc.host = cfg->host;
+    hc.port = cfg->port;
+    hc.log_file = stderr;
+    if ((st = http_server_start(&hc, handle, &sv, &hs, err)) != OPTIQ_OK) goto done;
+    fprintf(stderr, "optiq serve: listening on http://%s:%d (model %s, vision %s)\n", hc.host,
+            http_server_port(hs), sv.model_name, sv.vision ? "on" : "off");
+    fflush(stderr);
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0) {
+    }
+    fprintf(stderr, "optiq serve: %s received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    http_server_stop(hs, cfg->drain_ms > 0 ? cfg->drain_ms : 3000);
+    hs = NULL;
+done:
+    if (worker_started) {
+        pthread_mutex_lock(&sv.mu);
+        sv.quit = 1;
+        pthread_cond_broadcast(&sv.work_cv);
+        pthread_mutex_unlock(&sv.mu);
+        pthread_join(worker, NULL);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_cond_destroy(&sv.done_cv);
+    pthread_cond_destroy(&sv.work_cv);
+    pthread_mutex_destroy(&sv.prep_mu);
+    pthread_mutex_destroy(&sv.mu);
+    optiq_session_free(sv.session);
+    optiq_engine_free(sv.engine);
+    return st;
+}

@@ -1,0 +1,30 @@
+/*
+ * server.h — `optiq serve`: the HTTP layer (http.h) and the API layer (api.h)
+ * wired to one engine.
+ *
+ * One worker thread owns the engine's optiq_session; requests that need the
+ * model wait in a FIFO queue for it. Quick routes (/health, /v1/models,
+ * errors, count_tokens) are answered on the connection's own thread, so the
+ * server stays responsive while a generation runs. Routes and options:
+ * docs/cli.md ("optiq serve").
+ */
+#ifndef OPTIQ_SERVER_SERVER_H
+#define OPTIQ_SERVER_SERVER_H
+
+#include "optiq.h"
+
+typedef struct server_config {
+    const char *model_dir;        /* required */
+    const char *host;             /* NULL: 127.0.0.1 */
+    int port;                     /* 0: ephemeral (the bound port is printed) */
+    const char *api_key;          /* NULL: no authentication */
+    optiq_engine_params engine;
+    int drain_ms;                 /* on SIGINT/SIGTERM, time for requests in flight; 0: 3000 */
+} server_config;
+
+/* Load the engine, serve until SIGINT or SIGTERM, free everything. Prints
+ * "optiq serve: listening on http://HOST:PORT (model NAME, vision on|off)" to
+ * stderr once ready and one log line per request. OPTIQ_OK after a clean stop. */
+optiq_status server_run(const server_config *cfg, optiq_error *err);
+
+#endif
