@@ -2,7 +2,9 @@
  * cmd_serve.c — `optiq serve --model DIR`: the OpenAI / Anthropic compatible
  * HTTP server (src/server/server.c) in the foreground until SIGINT/SIGTERM.
  */
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,11 +28,19 @@ static void usage(FILE *f) {
             "  --threads N                 threads (default: physical cores)\n"
             "  --ctx N                     context length in tokens (default: the model's maximum)\n"
             "  --exact                     f32 activations in every product (default: the fast path)\n"
+            "  --allow-remote-images       fetch http(s) image URLs (default: refused with 400); the\n"
+            "                              host must resolve to public addresses only: loopback,\n"
+            "                              private, link-local, CGNAT, multicast, ... are refused;\n"
+            "                              at most 3 redirects, 10 s in all\n"
+            "  --allow-image-host ADDR     with --allow-remote-images: also allow this IP address\n"
+            "                              (exact match after resolution; repeatable)\n"
+            "  --max-image-bytes N         with --allow-remote-images: size limit of one fetched\n"
+            "                              image (default 20 MiB)\n"
             "  --help                      show this help\n");
 }
 
 int cmd_serve(int argc, char **argv) {
-    enum { O_MODEL = 1, O_HOST, O_PORT, O_KEY, O_THREADS, O_CTX, O_EXACT };
+    enum { O_MODEL = 1, O_HOST, O_PORT, O_KEY, O_THREADS, O_CTX, O_EXACT, O_REMOTE, O_IMGHOST, O_IMGBYTES };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"host", required_argument, 0, O_HOST},
                                          {"port", required_argument, 0, O_PORT},
@@ -38,6 +48,9 @@ int cmd_serve(int argc, char **argv) {
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"ctx", required_argument, 0, O_CTX},
                                          {"exact", no_argument, 0, O_EXACT},
+                                         {"allow-remote-images", no_argument, 0, O_REMOTE},
+                                         {"allow-image-host", required_argument, 0, O_IMGHOST},
+                                         {"max-image-bytes", required_argument, 0, O_IMGBYTES},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     server_config cfg;
@@ -45,6 +58,9 @@ int cmd_serve(int argc, char **argv) {
     cfg.host = "127.0.0.1";
     cfg.port = 8080;
     cfg.engine = optiq_engine_default();
+    enum { MAX_HOSTS = 64 };
+    const char *hosts[MAX_HOSTS];
+    size_t n_hosts = 0;
     long long v;
     int c;
     optind = 1;
@@ -70,6 +86,20 @@ int cmd_serve(int argc, char **argv) {
             cfg.engine.context = v;
             break;
         case O_EXACT: cfg.engine.exact = 1; break;
+        case O_REMOTE: cfg.allow_remote_images = 1; break;
+        case O_IMGHOST: {
+            unsigned char a[sizeof(struct in6_addr)];
+            if (inet_pton(AF_INET, optarg, a) != 1 && inet_pton(AF_INET6, optarg, a) != 1)
+                return cli_usage_error("serve", "--allow-image-host takes an IPv4 or IPv6 address, not '%s'",
+                                       optarg);
+            if (n_hosts == MAX_HOSTS) return cli_usage_error("serve", "at most %d --allow-image-host", MAX_HOSTS);
+            hosts[n_hosts++] = optarg;
+            break;
+        }
+        case O_IMGBYTES:
+            if (cli_parse_int("serve", "--max-image-bytes", optarg, 1, (long long)1 << 40, &v)) return 2;
+            cfg.max_image_bytes = (size_t)v;
+            break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage_error("serve", "option '%s' needs a value", argv[optind - 1]);
         default: return cli_usage_error("serve", "unknown option '%s'", argv[optind - 1]);
@@ -77,6 +107,10 @@ int cmd_serve(int argc, char **argv) {
     }
     if (optind != argc) return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
     if (!cfg.model_dir) return cli_usage_error("serve", "--model DIR is required");
+    if ((n_hosts || cfg.max_image_bytes) && !cfg.allow_remote_images)
+        return cli_usage_error("serve", "--allow-image-host and --max-image-bytes need --allow-remote-images");
+    cfg.allow_image_hosts = hosts;
+    cfg.n_allow_image_hosts = n_hosts;
     optiq_error err = {0};
     if (server_run(&cfg, &err) != OPTIQ_OK) return cli_fail("%s", err.message);
     return 0;

@@ -232,5 +232,106 @@ else
     bad "text-only server starts" "$(cat "$work/dense.err")"
 fi
 
+# ---- remote images (--allow-remote-images) against a local HTTP server ----
+# It serves the fixture images, a non-image, 300 kB with and without a
+# Content-Length, and redirects: /to-private (302 to
+# a private address), /to-img0 (302 to img0.png), /loop (302 to itself).
+cat >"$work/imgserver.py" <<'PY'
+import http.server, sys
+class H(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        port = self.server.server_address[1]
+        loc = {"/to-private": "http://10.0.0.1/x", "/to-file": "file:///etc/passwd",
+               "/to-img0": "http://127.0.0.1:%d/img0.png" % port, "/loop": "/loop"}.get(self.path)
+        if loc:
+            self.send_response(302); self.send_header("Location", loc)
+            self.send_header("Content-Length", "0"); self.end_headers(); return
+        if self.path in ("/big.png", "/big-nolen.png"):
+            self.send_response(200); self.send_header("Content-Type", "image/png")
+            if self.path == "/big.png": self.send_header("Content-Length", "300000")
+            self.end_headers(); self.wfile.write(b"\0" * 300000); return
+        if self.path == "/notimage.png":
+            body = b"this is not an image\n" * 10
+            self.send_response(200); self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body); return
+        return super().do_GET()
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: H(*a, directory=sys.argv[1]))
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+PY
+img_port=""
+if command -v python3 >/dev/null; then
+    python3 "$work/imgserver.py" "$vl/images" >"$work/imgserver.port" 2>"$work/imgserver.err" &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        img_port=$(head -1 "$work/imgserver.port" 2>/dev/null)
+        [ -n "$img_port" ] && break
+        sleep 0.05
+    done
+fi
+# rimg URL OUT [SERVER_BASE]: the image request with URL; prints the status
+rimg() {
+    jq --arg u "$1" '.messages[0].content[0].image_url.url = $u' "$work/img.json" >"$work/rimg_req.json"
+    post "${3:-$rbase}/v1/chat/completions" "$work/rimg_req.json" "$work/$2"
+}
+msg_has() { jq -e --arg re "$2" '.error.message | test($re)' "$work/$1" >/dev/null; }
+if [ -z "$img_port" ]; then
+    echo "ok   remote image tests skipped (python3 or its HTTP server unavailable)"
+elif start remote --model "$vl" --allow-remote-images --allow-image-host 127.0.0.1 --max-image-bytes 100000; then
+    rbase="http://127.0.0.1:$port"
+    rpid=$pid
+    ibase="http://127.0.0.1:$img_port"
+    code=$(rimg "$ibase/img0.png" r1.out)
+    check "remote image from an allowed host -> 200, prompt_tokens 53 (as the data: URL)" \
+        test "$code $(jq -r .usage.prompt_tokens "$work/r1.out")" = "200 53"
+    check "remote image: same reply as the data: URL" \
+        test "$(jq -c .choices[0].message "$work/r1.out")" = "$(jq -c .choices[0].message "$work/img.out")"
+    code=$(rimg "$ibase/to-img0" r2.out)
+    check "redirect to an allowed image -> 200" test "$code $(jq -r .usage.prompt_tokens "$work/r2.out")" = "200 53"
+    code=$(rimg "$ibase/to-private" r3.out)
+    if [ "$code" = 400 ] && msg_has r3.out "private address 10.0.0.1"; then ok "redirect to a private address -> 400"
+    else bad "redirect to a private address -> 400" "$code $(cat "$work/r3.out")"; fi
+    code=$(rimg "$ibase/to-file" r4.out)
+    if [ "$code" = 400 ] && msg_has r4.out "scheme file is not allowed"; then ok "redirect to file:// -> 400"
+    else bad "redirect to file:// -> 400" "$code $(cat "$work/r4.out")"; fi
+    code=$(rimg "$ibase/loop" r5.out)
+    if [ "$code" = 400 ] && msg_has r5.out "too many redirects"; then ok "redirect loop -> 400 too many redirects"
+    else bad "redirect loop -> 400 too many redirects" "$code $(cat "$work/r5.out")"; fi
+    code=$(rimg "file:///etc/passwd" r6.out)
+    check "file:// image URL -> 400" test "$code" = 400
+    code=$(rimg "http://169.254.169.254/latest/meta-data/" r7.out)
+    if [ "$code" = 400 ] && msg_has r7.out "link-local address 169.254.169.254"; then
+        ok "metadata address 169.254.169.254 -> 400"
+    else bad "metadata address 169.254.169.254 -> 400" "$code $(cat "$work/r7.out")"; fi
+    code=$(rimg "http://[::1]:$img_port/img0.png" r8.out)
+    if [ "$code" = 400 ] && msg_has r8.out "loopback address ::1"; then ok "IPv6 loopback (not in the allow list) -> 400"
+    else bad "IPv6 loopback (not in the allow list) -> 400" "$code $(cat "$work/r8.out")"; fi
+    code=$(rimg "$ibase/notimage.png" r9.out)
+    if [ "$code" = 400 ] && msg_has r9.out "unrecognized image data"; then ok "remote non-image -> 400 (decode error)"
+    else bad "remote non-image -> 400 (decode error)" "$code $(cat "$work/r9.out")"; fi
+    code=$(rimg "$ibase/missing.png" r10.out)
+    if [ "$code" = 400 ] && msg_has r10.out "HTTP 404"; then ok "remote 404 -> 400"
+    else bad "remote 404 -> 400" "$code $(cat "$work/r10.out")"; fi
+    for b in big big-nolen; do
+        code=$(rimg "$ibase/$b.png" "r11$b.out")
+        if [ "$code" = 400 ] && msg_has "r11$b.out" "larger than 100000 bytes"; then ok "image over --max-image-bytes ($b) -> 400"
+        else bad "image over --max-image-bytes ($b) -> 400" "$code $(cat "$work/r11$b.out")"; fi
+    done
+    stop "$rpid" >/dev/null
+else
+    bad "server with --allow-remote-images starts" "$(cat "$work/remote.err")"
+fi
+if [ -n "$img_port" ] && start remote2 --model "$vl" --allow-remote-images; then
+    code=$(rimg "http://127.0.0.1:$img_port/img0.png" r20.out "http://127.0.0.1:$port")
+    if [ "$code" = 400 ] && msg_has r20.out "loopback address 127.0.0.1"; then
+        ok "loopback image host without --allow-image-host -> 400"
+    else bad "loopback image host without --allow-image-host -> 400" "$code $(cat "$work/r20.out")"; fi
+    code=$(rimg "http://192.168.0.10/img.png" r21.out "http://127.0.0.1:$port")
+    if [ "$code" = 400 ] && msg_has r21.out "private address 192.168.0.10"; then ok "private image host -> 400"
+    else bad "private image host -> 400" "$code $(cat "$work/r21.out")"; fi
+    stop "$pid" >/dev/null
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -28,6 +28,7 @@
 
 #include "quant/qmatmul.h"
 #include "server/api.h"
+#include "server/fetch.h"
 #include "server/http.h"
 
 typedef struct job job;
@@ -139,6 +140,15 @@ static int authorized(const server *sv, http_request *r) {
 
 /* ---- prompt preparation (connection thread) ------------------------------ */
 
+/* j->images and the bytes of fetched images (those without a source). */
+static void free_images(job *j, size_t n) {
+    if (!j->images) return;
+    for (size_t i = 0; i < n; i++)
+        if (!j->images[i].source) free((void *)j->images[i].data);
+    free(j->images);
+    j->images = NULL;
+}
+
 /* Fill j->ids (and j->images); 0 or an HTTP status with the message in msg. */
 static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg, size_t msg_size) {
     const optiq_tokenizer *tok = optiq_engine_tokenizer(sv->engine);
@@ -150,18 +160,39 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
                      sv->model_name);
             return 400;
         }
-        for (size_t i = 0; i < req->n_images; i++)
-            if (strncmp(req->images[i], "data:", 5) != 0) {
-                snprintf(msg, msg_size,
-                         "remote image URLs are disabled (start the server with --allow-remote-images)");
-                return 400;
-            }
+        if (!sv->cfg->allow_remote_images)
+            for (size_t i = 0; i < req->n_images; i++)
+                if (strncasecmp(req->images[i], "data:", 5) != 0) {
+                    snprintf(msg, msg_size,
+                             "remote image URLs are disabled (start the server with --allow-remote-images)");
+                    return 400;
+                }
         j->images = calloc(req->n_images, sizeof *j->images);
         if (!j->images) {
             snprintf(msg, msg_size, "out of memory");
             return 500;
         }
         for (size_t i = 0; i < req->n_images; i++) j->images[i].source = req->images[i];
+        /* http(s) images are fetched here, before queueing (count_tokens does
+         * not need their bytes: each image counts as one placeholder) */
+        if (sv->cfg->allow_remote_images && req->kind != API_ANTHROPIC_COUNT_TOKENS) {
+            fetch_policy fp = fetch_policy_default();
+            fp.allow = sv->cfg->allow_image_hosts;
+            fp.n_allow = sv->cfg->n_allow_image_hosts;
+            if (sv->cfg->max_image_bytes) fp.max_bytes = sv->cfg->max_image_bytes;
+            for (size_t i = 0; i < req->n_images; i++) {
+                if (strncasecmp(req->images[i], "data:", 5) == 0) continue;
+                uint8_t *data = NULL;
+                size_t size = 0;
+                if (fetch_image(req->images[i], &fp, &data, &size, &err) != OPTIQ_OK) {
+                    snprintf(msg, msg_size, "image %zu: %.400s", i + 1, err.message);
+                    return err.status == OPTIQ_ERR_NOMEM ? 500 : 400;
+                }
+                j->images[i].source = NULL;
+                j->images[i].data = data;
+                j->images[i].size = size;
+            }
+        }
     }
     if (req->kind == API_OPENAI_COMPLETION) {
         const char *p = req->prompt ? req->prompt : "";
@@ -484,7 +515,7 @@ static void handle_model(server *sv, http_request *r, api_kind kind) {
 done:
     optiq_generation_free(&j.gen);
     optiq_free(j.ids);
-    free(j.images);
+    free_images(&j, req.n_images);
     api_request_free(&req);
 }
 

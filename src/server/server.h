@@ -20,6 +20,10 @@ typedef struct server_config {
     const char *api_key;          /* NULL: no authentication */
     optiq_engine_params engine;
     int drain_ms;                 /* on SIGINT/SIGTERM, time for requests in flight; 0: 3000 */
+    int allow_remote_images;      /* fetch http(s) image URLs (src/server/fetch.h); 0: refuse them */
+    const char *const *allow_image_hosts; /* IP literals exempt from the address rules */
+    size_t n_allow_image_hosts;
+    size_t max_image_bytes;       /* per fetched image; 0: 20 MiB */
 } server_config;
 
 /* Load the engine, serve until SIGINT or SIGTERM, free everything. Prints
