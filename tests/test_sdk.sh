@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `optiq serve` driven by the official openai and anthropic Python SDKs
+# (tests/sdk/test_sdk.py). The SDKs are installed from PyPI into a virtualenv
+# under $BUILD/sdk-venv, pinned by tests/sdk/requirements.txt and
+# constraints.txt, and reused while those files do not change. Needs python3
+# and PyPI access: without them the test fails. Servers listen on ephemeral
+# ports (--port 0; the port is read from the "listening on" line).
+set -u
+root=${OPTIQ_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+build="${BUILD:-build}"
+case "$build" in /*) ;; *) build="$root/$build" ;; esac
+optiq="$build/optiq"
+vl="$root/tests/fixtures/models/qwen35-vl-mixed"
+dense="$root/tests/fixtures/models/qwen35-dense-mixed"
+sdk="$root/tests/sdk"
+venv="$build/sdk-venv"
+
+fail_all() { echo "FAIL $1${2:+: $2}"; echo "0 passed, 1 failed"; exit 1; }
+
+# ---- the virtualenv ----
+command -v python3 >/dev/null || fail_all "sdk tests" "python3 not found (needed to install the openai and anthropic SDKs)"
+hash=$(cat "$sdk/requirements.txt" "$sdk/constraints.txt" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$venv/.requirements-hash" 2>/dev/null)" != "$hash" ] || [ ! -x "$venv/bin/python" ]; then
+    rm -rf "$venv"
+    log="$build/sdk-venv.log"
+    if ! python3 -m venv "$venv" >"$log" 2>&1; then
+        fail_all "sdk tests" "python3 -m venv failed: $(tail -n 3 "$log" | tr '\n' ' ')"
+    fi
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check \
+            -r "$sdk/requirements.txt" -c "$sdk/constraints.txt" >>"$log" 2>&1; then
+        rm -rf "$venv"
+        fail_all "sdk tests" "pip install of tests/sdk/requirements.txt failed (needs PyPI access; log: $log): $(grep -m 3 -iE 'error|connect|retrying' "$log" | tr '\n' ' ')"
+    fi
+    echo "$hash" >"$venv/.requirements-hash"
+fi
+
+# ---- the servers ----
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
+}
+trap cleanup EXIT
+
+# start NAME ARGS...: runs optiq serve in the background; sets $port
+start() {
+    local name=$1 pid; shift
+    "$optiq" serve --port 0 "$@" 2>"$work/$name.err" &
+    pid=$!
+    pids+=("$pid")
+    port=""
+    for _ in $(seq 1 200); do
+        port=$(sed -n 's/^optiq serve: listening on http:\/\/[^ ]*:\([0-9][0-9]*\) .*/\1/p' "$work/$name.err")
+        [ -n "$port" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    [ -n "$port" ] || return 1
+    for _ in $(seq 1 100); do
+        "$venv/bin/python" -c "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:$port/health', timeout=2).status != 200)" \
+            2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+start vl --model "$vl" || fail_all "vision server starts" "$(cat "$work/vl.err")"
+vl_url="http://127.0.0.1:$port"
+start dense --model "$dense" || fail_all "text-only server starts" "$(cat "$work/dense.err")"
+dense_url="http://127.0.0.1:$port"
+
+"$venv/bin/python" "$sdk/test_sdk.py" --vl-url "$vl_url" --dense-url "$dense_url" \
+    --optiq "$optiq" --vl-model "$vl"
