@@ -66,10 +66,21 @@ start() {
     return 1
 }
 
-start vl --model "$vl" || fail_all "vision server starts" "$(cat "$work/vl.err")"
+# a local image server for the http-URL cases (remote fetching allowed for 127.0.0.1 only)
+img_port=$("$venv/bin/python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+(cd "$vl/images" && exec "$venv/bin/python" -m http.server "$img_port" --bind 127.0.0.1 >"$work/img.log" 2>&1) &
+pids+=("$!")
+for _ in $(seq 1 100); do
+    "$venv/bin/python" -c "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:$img_port/img0.png', timeout=2).status != 200)" \
+        2>/dev/null && break
+    sleep 0.05
+done
+
+start vl --model "$vl" --allow-remote-images --allow-image-host 127.0.0.1 ||
+    fail_all "vision server starts" "$(cat "$work/vl.err")"
 vl_url="http://127.0.0.1:$port"
 start dense --model "$dense" || fail_all "text-only server starts" "$(cat "$work/dense.err")"
 dense_url="http://127.0.0.1:$port"
 
-"$venv/bin/python" "$sdk/test_sdk.py" --vl-url "$vl_url" --dense-url "$dense_url" \
+"$venv/bin/python" "$sdk/test_sdk.py" --vl-url "$vl_url" --dense-url "$dense_url" --image-url "http://127.0.0.1:$img_port" \
     --optiq "$optiq" --vl-model "$vl"

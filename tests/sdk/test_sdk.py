@@ -82,6 +82,7 @@ def main():
     ap.add_argument("--dense-url", required=True)
     ap.add_argument("--optiq", required=True)
     ap.add_argument("--vl-model", required=True)
+    ap.add_argument("--image-url", required=True)  # a local server of the fixture's images
     a = ap.parse_args()
 
     images = os.path.join(a.vl_model, "images")
@@ -146,6 +147,38 @@ def main():
                 {"type": "text", "text": "What is in the picture? Describe it."}]}])
         expect(r.usage.prompt_tokens == 53, r.usage)
         expect(r.usage.completion_tokens > 0, r.usage)
+
+    @case("openai: image as an http URL (local server) -> prompt_tokens 53, same reply as the data: URL")
+    def _():
+        def ask(url):
+            return oai.chat.completions.create(model=model, temperature=0, max_tokens=8, messages=[
+                {"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "text", "text": "What is in the picture? Describe it."}]}])
+        r = ask(a.image_url + "/img0.png")
+        d = ask(data_url(os.path.join(images, "img0.png")))
+        expect(r.usage.prompt_tokens == 53, r.usage)
+        expect(r.choices[0].message.content == d.choices[0].message.content,
+               (r.choices[0].message.content, d.choices[0].message.content))
+
+    @case("anthropic: image block with a url source (local server) -> input_tokens 53")
+    def _():
+        r = ant.messages.create(model=model, max_tokens=4, thinking={"type": "disabled"}, messages=[
+            {"role": "user", "content": [
+                {"type": "image", "source": {"type": "url", "url": a.image_url + "/img0.png"}},
+                {"type": "text", "text": "What is in the picture? Describe it."}]}])
+        expect(r.usage.input_tokens == 53, r.usage)
+
+    @case("openai: http URL to a private address -> BadRequestError")
+    def _():
+        try:
+            oai.chat.completions.create(model=model, max_tokens=4, messages=[
+                {"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}},
+                    {"type": "text", "text": "hi"}]}])
+            expect(False, "no error")
+        except openai.BadRequestError as e:
+            expect("private" in str(e), str(e))
 
     @case("openai: two images -> prompt_tokens 51")
     def _():
