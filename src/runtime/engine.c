@@ -758,7 +758,8 @@ static optiq_status dump_prepare(optiq_engine *e, const int32_t *ids, size_t n, 
     const mm_tokens *t = vision_fe_tokens(e->vision);
     int64_t per[64];
     optiq_status st = vision_fe_pixels(e->vision, images, n_images, &m->pixels, &m->n_patches, &m->patch_dim, m->grid, err);
-    if (!st) st = vision_fe_encode(e->vision, e->pool, images, n_images, &m->feats, m->grid, per, err);
+    if (!st)
+        st = vision_fe_encode_pixels(e->vision, e->pool, m->pixels, m->n_patches, m->grid, n_images, &m->feats, per, err);
     if (!st) st = mm_expand(t, ids, n, per, n_images, &m->ids, &m->n, err);
     for (size_t i = 0; i < n_images; i++) m->n_feats += per[i];
     if (!st && (int64_t)m->n > e->info->max_position)

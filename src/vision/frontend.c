@@ -140,17 +140,15 @@ optiq_status vision_fe_pixels(const vision_fe *fe, const optiq_image *images, si
     return OPTIQ_OK;
 }
 
-optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
-                              float **feats, int32_t *grid_thw, int64_t *n_tokens, optiq_error *err) {
+optiq_status vision_fe_encode_pixels(const vision_fe *fe, thread_pool *pool, const float *pixels, int64_t n_patches,
+                                     const int32_t *grid_thw, size_t n, float **feats, int64_t *n_tokens,
+                                     optiq_error *err) {
     *feats = NULL;
-    float *px = NULL;
-    int64_t np = 0, dim = 0, nt = 0;
-    optiq_status st = vision_fe_pixels(fe, images, n, &px, &np, &dim, grid_thw, err);
-    if (!st) st = qwen3_vl_check_grid(qwen3_vl_get_config(fe->tower), grid_thw, (int)n, np, &nt, err);
+    int64_t nt = 0;
+    optiq_status st = qwen3_vl_check_grid(qwen3_vl_get_config(fe->tower), grid_thw, (int)n, n_patches, &nt, err);
     float *f = NULL;
     if (!st && !(f = malloc((size_t)(nt * fe->hidden) * sizeof *f + 1))) st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
-    if (!st) st = qwen3_vl_forward(fe->tower, pool, px, np, grid_thw, (int)n, f, NULL, NULL, err);
-    free(px);
+    if (!st) st = qwen3_vl_forward(fe->tower, pool, pixels, n_patches, grid_thw, (int)n, f, NULL, NULL, err);
     if (st) {
         free(f);
         return st;
@@ -160,4 +158,15 @@ optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const opti
         n_tokens[i] = (int64_t)grid_thw[3 * i] * grid_thw[3 * i + 1] * grid_thw[3 * i + 2] / m2;
     *feats = f;
     return OPTIQ_OK;
+}
+
+optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
+                              float **feats, int32_t *grid_thw, int64_t *n_tokens, optiq_error *err) {
+    *feats = NULL;
+    float *px = NULL;
+    int64_t np = 0, dim = 0;
+    optiq_status st = vision_fe_pixels(fe, images, n, &px, &np, &dim, grid_thw, err);
+    if (!st) st = vision_fe_encode_pixels(fe, pool, px, np, grid_thw, n, feats, n_tokens, err);
+    free(px);
+    return st;
 }

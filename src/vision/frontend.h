@@ -38,6 +38,11 @@ const mm_tokens *vision_fe_tokens(const vision_fe *fe);
 optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
                               float **feats, int32_t *grid_thw, int64_t *n_tokens, optiq_error *err);
 
+/* The tower on pixel values vision_fe_pixels made (for callers that keep them). */
+optiq_status vision_fe_encode_pixels(const vision_fe *fe, thread_pool *pool, const float *pixels, int64_t n_patches,
+                                     const int32_t *grid_thw, size_t n, float **feats, int64_t *n_tokens,
+                                     optiq_error *err);
+
 /* Only the preprocessing: pixel_values (malloc'd, (n_patches, patch_dim)) of
  * the images and their grids, for optiq dump. */
 optiq_status vision_fe_pixels(const vision_fe *fe, const optiq_image *images, size_t n, float **pixels,
