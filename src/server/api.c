@@ -112,6 +112,14 @@ const cJSON *api_opt(const cJSON *obj, const char *key) {
     return j && !cJSON_IsNull(j) ? j : NULL;
 }
 
+int api_content_part(api_ctx *c, const cJSON *part, const char *param, const char **type) {
+    if (!cJSON_IsObject(part)) return api_error_set(c->err, 400, param, "%s: expected an object", param);
+    const cJSON *t = api_opt(part, "type");
+    if (!cJSON_IsString(t)) return api_error_set(c->err, 400, param, "%s.type: expected a string", param);
+    *type = t->valuestring;
+    return 0;
+}
+
 static const char *type_name(const cJSON *j) {
     if (cJSON_IsString(j)) return "a string";
     if (cJSON_IsNumber(j)) return "a number";

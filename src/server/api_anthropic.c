@@ -59,11 +59,9 @@ static int parse_blocks(api_ctx *c, const cJSON *arr, size_t mi, const char *rol
     size_t k = 0;
     for (const cJSON *b = arr->child; b; b = b->next, k++) {
         snprintf(param, sizeof param, "messages[%zu].content[%zu]", mi, k);
-        if (!cJSON_IsObject(b)) return api_error_set(c->err, 400, param, "%s: expected an object", param);
-        const cJSON *type = api_opt(b, "type");
-        if (!cJSON_IsString(type)) return api_error_set(c->err, 400, param, "%s.type: expected a string", param);
-        const char *t = type->valuestring;
+        const char *t;
         int rc;
+        if ((rc = api_content_part(c, b, param, &t))) return rc;
         if (!strcmp(t, "text")) {
             const cJSON *text = api_opt(b, "text");
             if (!cJSON_IsString(text)) return api_error_set(c->err, 400, param, "%s.text: expected a string", param);

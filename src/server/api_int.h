@@ -20,6 +20,8 @@ typedef struct api_ctx {
 
 /* The item for key, or NULL when absent or null. */
 const cJSON *api_opt(const cJSON *obj, const char *key);
+/* A content part / block of a message: an object with a string "type" (*type); 0 or the error status. */
+int api_content_part(api_ctx *c, const cJSON *part, const char *param, const char **type);
 
 int api_get_string(api_ctx *c, const cJSON *obj, const char *key, int required, const char **out);
 int api_get_bool(api_ctx *c, const cJSON *obj, const char *key, int *out);

@@ -22,15 +22,15 @@ static int parse_parts(api_ctx *c, const cJSON *arr, size_t mi, const char *role
     size_t k = 0;
     for (const cJSON *p = arr->child; p; p = p->next, k++) {
         snprintf(param, sizeof param, "messages[%zu].content[%zu]", mi, k);
-        if (!cJSON_IsObject(p)) return api_error_set(c->err, 400, param, "%s: expected an object", param);
-        const cJSON *type = api_opt(p, "type");
-        if (!cJSON_IsString(type)) return api_error_set(c->err, 400, param, "%s.type: expected a string", param);
-        if (!strcmp(type->valuestring, "text")) {
+        const char *type;
+        int rc0 = api_content_part(c, p, param, &type);
+        if (rc0) return rc0;
+        if (!strcmp(type, "text")) {
             const cJSON *text = api_opt(p, "text");
             if (!cJSON_IsString(text)) return api_error_set(c->err, 400, param, "%s.text: expected a string", param);
             int rc = api_add_text_part(c, out, text->valuestring);
             if (rc) return rc;
-        } else if (!strcmp(type->valuestring, "image_url")) {
+        } else if (!strcmp(type, "image_url")) {
             if (strcmp(role, "user") != 0)
                 return api_error_set(c->err, 400, param, "%s: images are only accepted in user messages, not %s",
                                      param, role);
@@ -49,7 +49,7 @@ static int parse_parts(api_ctx *c, const cJSON *arr, size_t mi, const char *role
             }
         } else {
             return api_error_set(c->err, 400, param, "%s.type: unsupported content part type \"%.40s\"", param,
-                                 type->valuestring);
+                                 type);
         }
     }
     return 0;
