@@ -62,6 +62,16 @@ static void print_summary(const cJSON *d) {
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(d, "architectures"), *a;
     cJSON_ArrayForEach(a, arch) if (cJSON_IsString(a)) printf(" [%s]", a->valuestring);
     printf("\n");
+    const cJSON *ad = cJSON_GetObjectItemCaseSensitive(d, "architecture");
+    if (str(ad, "family")) {
+        printf("  %-17s %s, %s: %d layers, hidden %d\n", "architecture", str(ad, "family"),
+               str(ad, "variant") ? str(ad, "variant") : "?", (int)num(ad, "layers"), (int)num(ad, "hidden_size"));
+        const cJSON *ft;
+        cJSON_ArrayForEach(ft, cJSON_GetObjectItemCaseSensitive(ad, "features"))
+            if (cJSON_IsString(ft)) printf("  %-17s - %s\n", "", ft->valuestring);
+    } else if (str(ad, "error")) {
+        printf("  %-17s not runnable: %s\n", "architecture", str(ad, "error"));
+    }
 
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(lang, "files");
     printf("  %-17s %s parameters in %d file(s), %s\n", "language tower",

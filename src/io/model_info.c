@@ -18,6 +18,7 @@
 #include "io/json.h"
 #include "io/model_dir.h"
 #include "io/quant_config.h"
+#include "models/model.h"
 #include "optiq.h"
 
 struct optiq_model_info {
@@ -225,6 +226,14 @@ char *optiq_model_info_json(const optiq_model_info *info) {
     const cJSON *arch = model_dir_architectures(md);
     cJSON_AddItemToObject(o, "architectures", arch ? cJSON_Duplicate(arch, 1) : cJSON_CreateArray());
     cJSON_AddBoolToObject(o, "has_vision_config", model_dir_vision_config(md) != NULL);
+    optiq_error aerr = {0};
+    cJSON *arch_desc = lm_describe(md, &aerr);
+    if (!arch_desc) {
+        arch_desc = cJSON_CreateObject();
+        cJSON_AddNullToObject(arch_desc, "family");
+        cJSON_AddStringToObject(arch_desc, "error", aerr.message);
+    }
+    cJSON_AddItemToObject(o, "architecture", arch_desc);
     cJSON_AddItemToObject(o, "language", language_json(info));
     cJSON_AddItemToObject(o, "quantization", quant_json(info));
     cJSON_AddItemToObject(o, "vision", vision_json(md));

@@ -24,6 +24,10 @@ void nn_rmsnorm(const float *x, int64_t n, int64_t d, const float *w, float eps,
 
 float nn_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
 
+void nn_geglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = nn_gelu_tanh(g[i]) * u[i];
+}
+
 void nn_swiglu(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = nn_silu(g[i]) * u[i];
 }
@@ -95,6 +99,7 @@ typedef struct attn_ctx {
     const float *q, *k, *v;
     float *out, *scratch;
     int64_t n_q, pos0, n_kv;
+    int64_t window, ring; /* 0: no window; 0: row t holds position t */
     int n_heads, n_kv_heads, head_dim;
     float scale;
 } attn_ctx;
@@ -107,11 +112,14 @@ static void attn_task(void *vctx, int64_t task, int thread) {
     int D = a->head_dim;
     const float *q = a->q + (i * a->n_heads + h) * D;
     float *p = a->scratch + (int64_t)thread * a->n_kv;
-    int64_t n = a->pos0 + i + 1; /* causal: keys 0 .. pos0 + i */
+    int64_t pq = a->pos0 + i;                                /* causal: keys lo .. pq */
+    int64_t lo = a->window > 0 && pq - a->window + 1 > 0 ? pq - a->window + 1 : 0;
+    int64_t n = pq + 1 - lo;
     int64_t kv_stride = (int64_t)a->n_kv_heads * D;
+    int64_t row0 = a->ring > 0 ? lo % a->ring : lo, ring = a->ring > 0 ? a->ring : INT64_MAX;
     float mx = -INFINITY;
-    for (int64_t t = 0; t < n; t++) {
-        const float *k = a->k + t * kv_stride + (int64_t)g * D;
+    for (int64_t t = 0, r = row0; t < n; t++, r = r + 1 == ring ? 0 : r + 1) {
+        const float *k = a->k + r * kv_stride + (int64_t)g * D;
         float d = dot8(q, k, D) * a->scale;
         p[t] = d;
         if (d > mx) mx = d;
@@ -124,8 +132,8 @@ static void attn_task(void *vctx, int64_t task, int thread) {
     float inv = 1.0f / sum;
     float *o = a->out + (i * a->n_heads + h) * D;
     memset(o, 0, sizeof(float) * (size_t)D);
-    for (int64_t t = 0; t < n; t++) {
-        const float *v = a->v + t * kv_stride + (int64_t)g * D;
+    for (int64_t t = 0, r = row0; t < n; t++, r = r + 1 == ring ? 0 : r + 1) {
+        const float *v = a->v + r * kv_stride + (int64_t)g * D;
         float w = p[t] * inv;
         for (int e = 0; e < D; e++) o[e] += w * v[e];
     }
@@ -133,6 +141,13 @@ static void attn_task(void *vctx, int64_t task, int thread) {
 
 void nn_attention(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q, int64_t pos0,
                   int n_heads, int n_kv_heads, int head_dim, float scale, float *out, float *scratch) {
-    attn_ctx a = {q, k, v, out, scratch, n_q, pos0, pos0 + n_q, n_heads, n_kv_heads, head_dim, scale};
+    attn_ctx a = {q, k, v, out, scratch, n_q, pos0, pos0 + n_q, 0, 0, n_heads, n_kv_heads, head_dim, scale};
+    pool_run(pool, n_q * n_heads, attn_task, &a);
+}
+
+void nn_attention_window(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q,
+                         int64_t pos0, int64_t window, int64_t ring, int n_heads, int n_kv_heads, int head_dim,
+                         float scale, float *out, float *scratch, int64_t scratch_n) {
+    attn_ctx a = {q, k, v, out, scratch, n_q, pos0, scratch_n, window, ring, n_heads, n_kv_heads, head_dim, scale};
     pool_run(pool, n_q * n_heads, attn_task, &a);
 }

@@ -21,6 +21,15 @@ static inline float nn_silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
 /* log(1 + e^x) evaluated as mlx's logaddexp(x, 0): max(x,0) + log1p(exp(-|x|)). */
 float nn_softplus(float x);
 
+/* GELU, tanh form (mlx nn.gelu_approx, PyTorch gelu "tanh"):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))). */
+static inline float nn_gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + __builtin_tanhf(0.7978845608f * (x + 0.044715f * x * x * x)));
+}
+
+/* g (n) = gelu_tanh(g) * u, in place in g (GeGLU). */
+void nn_geglu(float *g, const float *u, int64_t n);
+
 /* g (n) = silu(g) * u, in place in g. */
 void nn_swiglu(float *g, const float *u, int64_t n);
 
@@ -52,5 +61,15 @@ void nn_rope(float *x, int64_t n_tok, int n_heads, int head_dim, int n_freq, con
  * (query, head) pairs; scratch: (threads, n_kv) floats supplied by the caller. */
 void nn_attention(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q, int64_t pos0,
                   int n_heads, int n_kv_heads, int head_dim, float scale, float *out, float *scratch);
+
+/* The same with a sliding window and a ring-buffer cache: the query at
+ * position p sees positions max(0, p - window + 1) .. p (window 0: all
+ * from 0), and position t is stored in row t % ring (ring 0: row t). The
+ * ring must hold every position a query of this call sees, the new ones
+ * included (ring >= window + n_q - 1). scratch: (threads, scratch_n) floats,
+ * scratch_n >= the most keys one query sees. */
+void nn_attention_window(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q,
+                         int64_t pos0, int64_t window, int64_t ring, int n_heads, int n_kv_heads, int head_dim,
+                         float scale, float *out, float *scratch, int64_t scratch_n);
 
 #endif

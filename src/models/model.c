@@ -7,8 +7,9 @@
 #include <string.h>
 
 extern const lm_ops qwen3_5_ops;
+extern const lm_ops gemma4_ops;
 
-static const lm_ops *const FAMILIES[] = {&qwen3_5_ops};
+static const lm_ops *const FAMILIES[] = {&qwen3_5_ops, &gemma4_ops};
 #define N_FAMILIES (sizeof FAMILIES / sizeof FAMILIES[0])
 
 const lm_ops *lm_find_family(const char *model_type) {
@@ -106,3 +107,14 @@ optiq_status lm_embed(const lm_model *m, const int32_t *ids, int64_t n, float *o
 }
 
 uint64_t lm_decode_bytes(const lm_model *m) { return m->ops->decode_bytes ? m->ops->decode_bytes(m) : 0; }
+
+cJSON *lm_describe(const model_dir *md, optiq_error *err) {
+    const char *type = model_dir_model_type(md);
+    const lm_ops *ops = lm_find_family(type);
+    if (!ops) {
+        err_set(err, OPTIQ_ERR_UNSUPPORTED, "model_type \"%s\" is not supported (supported: %s)", type ? type : "",
+                lm_known_model_types());
+        return NULL;
+    }
+    return ops->describe(md, err);
+}

@@ -37,6 +37,8 @@
 
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "base/error.h"
 #include "base/threadpool.h"
 #include "io/model_dir.h"
@@ -89,6 +91,10 @@ typedef struct lm_ops {
     /* Weight bytes one decode step reads (every matrix it multiplies with,
      * packed size incl. scales; for MoE only top-k experts), for the roofline. */
     uint64_t (*decode_bytes)(const lm_model *m);
+    /* What config.json describes, without loading weights: {"family",
+     * "variant", "layers", "hidden_size", "features": [...], ...}
+     * (docs/model-folder.md). NULL with err on a config the family refuses. */
+    cJSON *(*describe)(const model_dir *md, optiq_error *err);
 } lm_ops;
 
 /* Every family's model struct starts with this header. */
@@ -135,6 +141,9 @@ static inline int64_t lm_cache_pos(const lm_cache *c) { return c->pos; }
  * OPTIQ_ERR_INVALID_ARG for a token id outside the vocabulary. */
 optiq_status lm_forward(const lm_model *m, lm_cache *c, thread_pool *pool, const lm_forward_args *a,
                         optiq_error *err);
+/* The family's description of an opened folder (lm_ops.describe); NULL with
+ * err for an unknown model_type or a config the family refuses. */
+cJSON *lm_describe(const model_dir *md, optiq_error *err);
 optiq_status lm_embed(const lm_model *m, const int32_t *ids, int64_t n, float *out, optiq_error *err);
 uint64_t lm_decode_bytes(const lm_model *m);
 

@@ -41,6 +41,7 @@
  * taps, A_log and dt_bias are copied to f32.
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@
 #include "base/dtype.h"
 #include "kernels/gdn.h"
 #include "kernels/nn.h"
+#include "models/config.h"
 #include "models/linear.h"
 #include "models/model.h"
 
@@ -70,54 +72,6 @@ typedef struct q35_config {
     int64_t n_experts, top_k, moe_inter, shared_inter;
     int norm_topk;
 } q35_config;
-
-typedef struct cfg_reader {
-    const cJSON *obj;
-    const char *where; /* "text_config." or "" */
-    const char *path;  /* config.json path */
-} cfg_reader;
-
-static const cJSON *cfg_get(const cfg_reader *r, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->obj, key);
-    return (v && !cJSON_IsNull(v)) ? v : NULL;
-}
-
-static optiq_status cfg_int(const cfg_reader *r, const char *key, int req, int64_t def, int64_t lo, int64_t *out,
-                            optiq_error *err) {
-    const cJSON *v = cfg_get(r, key);
-    if (!v) {
-        if (req) return err_set(err, OPTIQ_ERR_FORMAT, "%s: %s%s missing", r->path, r->where, key);
-        *out = def;
-        return OPTIQ_OK;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
-        v->valuedouble > 1e12)
-        return err_set(err, OPTIQ_ERR_FORMAT, "%s: %s%s must be an integer >= %lld", r->path, r->where, key,
-                       (long long)lo);
-    *out = (int64_t)v->valuedouble;
-    return OPTIQ_OK;
-}
-
-static optiq_status cfg_num(const cfg_reader *r, const cJSON *obj, const char *key, double def, double *out,
-                            optiq_error *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = def;
-        return OPTIQ_OK;
-    }
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return err_set(err, OPTIQ_ERR_FORMAT, "%s: %s%s must be a number", r->path, r->where, key);
-    *out = v->valuedouble;
-    return OPTIQ_OK;
-}
-
-static int cfg_bool(const cfg_reader *r, const char *key, int def) {
-    const cJSON *v = cfg_get(r, key);
-    if (!v) return def;
-    if (cJSON_IsBool(v)) return cJSON_IsTrue(v);
-    if (cJSON_IsNumber(v)) return v->valuedouble != 0;
-    return def;
-}
 
 static optiq_status parse_config(const model_dir *md, int moe, q35_config *c, optiq_error *err) {
     memset(c, 0, sizeof *c);
@@ -821,6 +775,43 @@ static uint64_t q35_decode_bytes(const lm_model *bm) {
     return b;
 }
 
+/* ---- description (optiq inspect) ---- */
+
+static void add_feature(cJSON *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_feature(cJSON *a, const char *fmt, ...) {
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    cJSON_AddItemToArray(a, cJSON_CreateString(buf));
+}
+
+static cJSON *q35_describe(const model_dir *md, optiq_error *err) {
+    q35_config c;
+    if (parse_config(md, !strcmp(model_dir_model_type(md), "qwen3_5_moe"), &c, err)) return NULL;
+    int64_t n_full = c.n_layers / c.interval;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "family", "qwen3_5");
+    cJSON_AddStringToObject(o, "variant", c.n_experts > 0 ? "MoE" : "dense");
+    cJSON_AddNumberToObject(o, "layers", (double)c.n_layers);
+    cJSON_AddNumberToObject(o, "hidden_size", (double)c.hidden);
+    cJSON_AddNumberToObject(o, "vocab_size", (double)c.vocab);
+    cJSON_AddNumberToObject(o, "context", (double)c.max_pos);
+    cJSON *f = cJSON_AddArrayToObject(o, "features");
+    add_feature(f, "%lld Gated DeltaNet (linear attention) layers and %lld full-attention layers (every %lld)",
+                (long long)(c.n_layers - n_full), (long long)n_full, (long long)c.interval);
+    add_feature(f, "full attention: %lld query heads, %lld KV heads, head %lld, output gate", (long long)c.n_heads,
+                (long long)c.n_kv_heads, (long long)c.head_dim);
+    add_feature(f, "MRoPE on %d of %lld features (theta %.3g)", c.rope_dims, (long long)c.head_dim, c.rope_theta);
+    if (c.n_experts > 0)
+        add_feature(f, "MoE: %lld experts, top %lld, width %lld, gated shared expert (%lld)", (long long)c.n_experts,
+                    (long long)c.top_k, (long long)c.moe_inter, (long long)c.shared_inter);
+    else add_feature(f, "SwiGLU MLP (%lld)", (long long)c.inter);
+    add_feature(f, c.tie ? "tied input/output embeddings" : "separate lm_head");
+    return o;
+}
+
 const lm_ops qwen3_5_ops = {
     .family = "qwen3_5",
     .model_types = Q35_TYPES,
@@ -832,4 +823,5 @@ const lm_ops qwen3_5_ops = {
     .forward = q35_forward,
     .embed = q35_embed,
     .decode_bytes = q35_decode_bytes,
+    .describe = q35_describe,
 };
