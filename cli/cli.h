@@ -40,7 +40,7 @@ char *cli_read_stream(FILE *f, size_t *len);
 
 enum {
     CLI_O_MODEL = 1000, CLI_O_SYSTEM, CLI_O_MAX_TOKENS, CLI_O_TEMP, CLI_O_TOP_P, CLI_O_TOP_K, CLI_O_MIN_P,
-    CLI_O_REP, CLI_O_SEED, CLI_O_STOP, CLI_O_CTX, CLI_O_THREADS, CLI_O_IGNORE_EOS, CLI_O_EXACT
+    CLI_O_REP, CLI_O_SEED, CLI_O_STOP, CLI_O_CTX, CLI_O_THREADS, CLI_O_IGNORE_EOS, CLI_O_EXACT, CLI_O_TMPL_KWARGS
 };
 
 /* getopt_long entries of the shared options. */
@@ -51,7 +51,8 @@ enum {
         {"min-p", required_argument, 0, CLI_O_MIN_P}, {"repetition-penalty", required_argument, 0, CLI_O_REP}, \
         {"seed", required_argument, 0, CLI_O_SEED}, {"stop", required_argument, 0, CLI_O_STOP},             \
         {"ctx", required_argument, 0, CLI_O_CTX}, {"threads", required_argument, 0, CLI_O_THREADS},         \
-        {"ignore-eos", no_argument, 0, CLI_O_IGNORE_EOS}, {"exact", no_argument, 0, CLI_O_EXACT}
+        {"ignore-eos", no_argument, 0, CLI_O_IGNORE_EOS}, {"exact", no_argument, 0, CLI_O_EXACT},             \
+        {"chat-template-kwargs", required_argument, 0, CLI_O_TMPL_KWARGS}
 
 /* Help text of the shared options (after "Options:"). */
 extern const char CLI_GEN_OPTIONS_HELP[];
@@ -59,6 +60,7 @@ extern const char CLI_GEN_OPTIONS_HELP[];
 typedef struct cli_gen_opts {
     const char *model;
     const char *system;       /* or NULL */
+    const char *template_kwargs; /* --chat-template-kwargs: a JSON object, or NULL */
     optiq_engine_params engine;
     optiq_generate_params gen; /* gen.stop points at stop[] */
     const char **stop;        /* (room for argc) --stop values */
@@ -77,10 +79,18 @@ int cli_gen_option(const char *cmd, int code, const char *arg, cli_gen_opts *o);
  * does; with use_template 0 or no template in the folder, the text is
  * encoded as is with the tokenizer's special tokens (mlx_lm's
  * --ignore-chat-template). n_images image parts go before the text of the
- * user message (the template writes its placeholders), and with images the
- * template gets enable_thinking=false, as mlx-vlm renders image prompts.
- * 0 or 1 (failure printed). */
+ * user message (the template writes its placeholders). Template variables:
+ * cli_template_options. 0 or 1 (failure printed). */
 int cli_prompt_ids(const optiq_engine *e, const char *system, const char *text, size_t len, int use_template,
-                   size_t n_images, int32_t **ids, size_t *n);
+                   size_t n_images, const char *template_kwargs, int32_t **ids, size_t *n);
+
+/* The variables a chat template is rendered with, as JSON (caller frees):
+ * add_generation_prompt true; enable_thinking as mlx-lm sets it (true when
+ * the vocabulary has thinking markers), false with images (as mlx-vlm
+ * renders image prompts); then the entries of template_kwargs (a JSON
+ * object, or NULL), which win. NULL with the failure printed. */
+char *cli_template_options(const optiq_engine *e, const char *template_kwargs, size_t n_images);
+/* 0 when arg is a JSON object; else the usage error is printed and 2 returned. */
+int cli_check_template_kwargs(const char *cmd, const char *arg);
 
 #endif

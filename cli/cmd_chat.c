@@ -85,7 +85,8 @@ static void add_message(cJSON *msgs, const char *role, const char *content) {
 
 /* One turn: render, evaluate what the session lacks, generate. Returns 0,
  * or 1 after printing why the turn failed (the conversation goes on). */
-static int turn(optiq_engine *e, optiq_session *s, held *h, cJSON *msgs, const optiq_generate_params *gp) {
+static int turn(optiq_engine *e, optiq_session *s, held *h, cJSON *msgs, const optiq_generate_params *gp,
+                const char *template_kwargs) {
     const optiq_chat_template *t = optiq_engine_chat_template(e);
     optiq_error err;
     char *json = cJSON_PrintUnformatted(msgs), *prompt = NULL;
@@ -94,9 +95,14 @@ static int turn(optiq_engine *e, optiq_session *s, held *h, cJSON *msgs, const o
     optiq_generation g = {0};
     int rc = 0;
     if (!json) return cli_fail("out of memory");
-    if (optiq_chat_template_render(t, json, strlen(json), "{\"add_generation_prompt\": true}", &prompt, &plen,
-                                   &err) != OPTIQ_OK ||
-        optiq_tokenizer_encode(optiq_engine_tokenizer(e), prompt, plen, 0, &ids, &n, &err) != OPTIQ_OK) {
+    char *opts = cli_template_options(e, template_kwargs, 0);
+    if (!opts) {
+        free(json);
+        return 1;
+    }
+    optiq_status rst = optiq_chat_template_render(t, json, strlen(json), opts, &prompt, &plen, &err);
+    free(opts);
+    if (rst != OPTIQ_OK || optiq_tokenizer_encode(optiq_engine_tokenizer(e), prompt, plen, 0, &ids, &n, &err) != OPTIQ_OK) {
         rc = cli_fail("%s", err.message);
         goto done;
     }
@@ -204,7 +210,7 @@ int cmd_chat(int argc, char **argv) {
             continue;
         }
         add_message(msgs, "user", line);
-        if (turn(e, s, &h, msgs, &o.gen)) {
+        if (turn(e, s, &h, msgs, &o.gen, o.template_kwargs)) {
             rc = 1; /* reported in the exit status; the conversation goes on */
             /* Forget the turn that failed so the next one starts from a consistent history. */
             cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);

@@ -36,6 +36,7 @@ static void usage(FILE *f) {
             "  --system TEXT         system message (chat template only)\n"
             "  --out FILE            safetensors file to write\n"
             "  --no-chat-template    tokenize the prompt as is (with the tokenizer's special tokens)\n"
+            "  --chat-template-kwargs JSON  template variables (as generate)\n"
             "  --threads N           threads (default: physical cores)\n"
             "  --fast                the fast path (default here: the exact f32 path, as compared with references)\n"
             "  --json                print {\"tokens\", \"n_layers\", \"hidden_size\", \"vocab_size\", \"out\"}\n"
@@ -90,7 +91,7 @@ static int print_json(const optiq_engine *e, const int32_t *ids, size_t n, const
 }
 
 int cmd_dump(int argc, char **argv) {
-    enum { O_MODEL = 1, O_PROMPT, O_SYSTEM, O_OUT, O_NO_TEMPLATE, O_THREADS, O_JSON, O_FAST, O_IMAGE };
+    enum { O_MODEL = 1, O_PROMPT, O_SYSTEM, O_OUT, O_NO_TEMPLATE, O_THREADS, O_JSON, O_FAST, O_IMAGE, O_KWARGS };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"image", required_argument, 0, O_IMAGE},
                                          {"prompt", required_argument, 0, O_PROMPT},
@@ -100,9 +101,10 @@ int cmd_dump(int argc, char **argv) {
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"json", no_argument, 0, O_JSON},
                                          {"fast", no_argument, 0, O_FAST},
+                                         {"chat-template-kwargs", required_argument, 0, O_KWARGS},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = NULL, *prompt = NULL, *system = NULL, *out = NULL;
+    const char *model = NULL, *prompt = NULL, *system = NULL, *out = NULL, *kwargs = NULL;
     int use_template = 1, json = 0, fast = 0, c;
     long long threads = 0;
     optiq_image images[64];
@@ -125,6 +127,10 @@ int cmd_dump(int argc, char **argv) {
             break;
         case O_JSON: json = 1; break;
         case O_FAST: fast = 1; break;
+        case O_KWARGS:
+            if (cli_check_template_kwargs("dump", optarg)) return 2;
+            kwargs = optarg;
+            break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage_error("dump", "option '%s' needs a value", argv[optind - 1]);
         default: return cli_usage_error("dump", "unknown option '%s'", argv[optind - 1]);
@@ -150,7 +156,7 @@ int cmd_dump(int argc, char **argv) {
     size_t n = 0;
     int rc = 0;
     if (optiq_engine_load(model, &ep, &e, &err) != OPTIQ_OK) rc = cli_fail("%s", err.message);
-    else if ((rc = cli_prompt_ids(e, system, prompt, plen, use_template, n_images, &ids, &n)) != 0) {
+    else if ((rc = cli_prompt_ids(e, system, prompt, plen, use_template, n_images, kwargs, &ids, &n)) != 0) {
     } else if (n == 0) rc = cli_fail("the prompt encodes to no tokens");
     else if (optiq_dump_images(e, ids, n, images, n_images, out, &err) != OPTIQ_OK) rc = cli_fail("%s", err.message);
     else if (json) rc = print_json(e, ids, n, out);

@@ -34,7 +34,9 @@ const char CLI_GEN_OPTIONS_HELP[] =
     "  --ctx N                     context length in tokens (default: the model's maximum)\n"
     "  --threads N                 threads (default: physical cores)\n"
     "  --ignore-eos                keep generating past end-of-sequence tokens\n"
-    "  --exact                     f32 activations in every product (default: the fast path, docs/parity.md)\n";
+    "  --exact                     f32 activations in every product (default: the fast path, docs/parity.md)\n"
+    "  --chat-template-kwargs JSON template variables, e.g. '{\"enable_thinking\": false}' (default: thinking\n"
+    "                              on when the model has thinking markers, off with images)\n";
 
 int cli_gen_opts_init(cli_gen_opts *o, int argc) {
     memset(o, 0, sizeof *o);
@@ -100,12 +102,44 @@ int cli_gen_option(const char *cmd, int code, const char *arg, cli_gen_opts *o) 
         return 0;
     case CLI_O_IGNORE_EOS: o->gen.ignore_eos = 1; return 0;
     case CLI_O_EXACT: o->engine.exact = 1; return 0;
+    case CLI_O_TMPL_KWARGS:
+        if (cli_check_template_kwargs(cmd, arg)) return 2;
+        o->template_kwargs = arg;
+        return 0;
     }
     return -1;
 }
 
+int cli_check_template_kwargs(const char *cmd, const char *arg) {
+    cJSON *kw = cJSON_Parse(arg);
+    int ok = cJSON_IsObject(kw);
+    cJSON_Delete(kw);
+    if (ok) return 0;
+    return cli_usage_error(cmd, "--chat-template-kwargs must be a JSON object, got: %s", arg);
+}
+
+char *cli_template_options(const optiq_engine *e, const char *template_kwargs, size_t n_images) {
+    cJSON *o = cJSON_CreateObject(), *kw = template_kwargs ? cJSON_Parse(template_kwargs) : NULL;
+    char *text = NULL;
+    if (o && cJSON_AddBoolToObject(o, "add_generation_prompt", 1) &&
+        cJSON_AddBoolToObject(o, "enable_thinking", !n_images && optiq_engine_has_thinking(e))) {
+        int ok = 1;
+        for (cJSON *it = cJSON_IsObject(kw) ? kw->child : NULL; it && ok; it = it->next) {
+            cJSON *dup = cJSON_Duplicate(it, 1);
+            ok = dup != NULL;
+            if (ok && cJSON_HasObjectItem(o, it->string)) cJSON_ReplaceItemInObjectCaseSensitive(o, it->string, dup);
+            else if (ok) cJSON_AddItemToObject(o, it->string, dup);
+        }
+        if (ok) text = cJSON_PrintUnformatted(o);
+    }
+    cJSON_Delete(o);
+    cJSON_Delete(kw);
+    if (!text) cli_fail("out of memory");
+    return text;
+}
+
 int cli_prompt_ids(const optiq_engine *e, const char *system, const char *text, size_t len, int use_template,
-                   size_t n_images, int32_t **ids, size_t *n) {
+                   size_t n_images, const char *template_kwargs, int32_t **ids, size_t *n) {
     const optiq_chat_template *t = optiq_engine_chat_template(e);
     const optiq_tokenizer *tok = optiq_engine_tokenizer(e);
     optiq_error err;
@@ -145,13 +179,13 @@ int cli_prompt_ids(const optiq_engine *e, const char *system, const char *text, 
     char *prompt = NULL;
     size_t plen = 0;
     int rc = 0;
-    /* with images, thinking off as mlx-vlm (and mlx-optiq's vision front-end) render it */
-    const char *opts = n_images ? "{\"add_generation_prompt\": true, \"enable_thinking\": false}"
-                                : "{\"add_generation_prompt\": true}";
-    if (optiq_chat_template_render(t, json, strlen(json), opts, &prompt, &plen, &err) != OPTIQ_OK ||
-        optiq_tokenizer_encode(tok, prompt, plen, 0, ids, n, &err) != OPTIQ_OK)
+    char *opts = cli_template_options(e, template_kwargs, n_images);
+    if (!opts) rc = 1;
+    else if (optiq_chat_template_render(t, json, strlen(json), opts, &prompt, &plen, &err) != OPTIQ_OK ||
+             optiq_tokenizer_encode(tok, prompt, plen, 0, ids, n, &err) != OPTIQ_OK)
         rc = cli_fail("%s", err.message);
     optiq_free(prompt);
+    free(opts);
     free(json);
     return rc;
 }
@@ -195,7 +229,9 @@ static int print_json(const optiq_generation *g) {
     cJSON_AddNumberToObject(doc, "prompt_tokens", (double)g->prompt_tokens);
     cJSON *toks = cJSON_AddArrayToObject(doc, "tokens");
     for (size_t i = 0; toks && i < g->n_tokens; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(g->tokens[i]));
-    cJSON_AddStringToObject(doc, "text", g->text);
+    cJSON_AddStringToObject(doc, "text", g->answer ? g->answer : g->text);
+    if (g->reasoning) cJSON_AddStringToObject(doc, "reasoning", g->reasoning);
+    else cJSON_AddNullToObject(doc, "reasoning");
     cJSON_AddStringToObject(doc, "finish_reason", g->finish_reason);
     cJSON *tm = cJSON_AddObjectToObject(doc, "timings");
     cJSON_AddNumberToObject(tm, "prefill_seconds", g->prefill_seconds);
@@ -285,7 +321,8 @@ int cmd_generate(int argc, char **argv) {
                       o.model);
         goto done;
     }
-    if ((rc = cli_prompt_ids(e, o.system, prompt, plen, use_template, n_images, &ids, &n)) != 0) goto done;
+    if ((rc = cli_prompt_ids(e, o.system, prompt, plen, use_template, n_images, o.template_kwargs, &ids, &n)) != 0)
+        goto done;
     o.gen.images = images;
     o.gen.n_images = n_images;
     if (n == 0) {

@@ -36,11 +36,16 @@ static void usage(FILE *f) {
             "                              (exact match after resolution; repeatable)\n"
             "  --max-image-bytes N         with --allow-remote-images: size limit of one fetched\n"
             "                              image (default 20 MiB)\n"
+            "  --timeout S                 close a connection silent for S seconds (default 30)\n"
+            "  --header-timeout S          close a connection whose request headers are not complete\n"
+            "                              S seconds after it opened or its previous response ended,\n"
+            "                              however slowly bytes keep coming (default 10)\n"
             "  --help                      show this help\n");
 }
 
 int cmd_serve(int argc, char **argv) {
-    enum { O_MODEL = 1, O_HOST, O_PORT, O_KEY, O_THREADS, O_CTX, O_EXACT, O_REMOTE, O_IMGHOST, O_IMGBYTES };
+    enum { O_MODEL = 1, O_HOST, O_PORT, O_KEY, O_THREADS, O_CTX, O_EXACT, O_REMOTE, O_IMGHOST, O_IMGBYTES, O_TIMEOUT,
+           O_HDR_TIMEOUT };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"host", required_argument, 0, O_HOST},
                                          {"port", required_argument, 0, O_PORT},
@@ -51,6 +56,8 @@ int cmd_serve(int argc, char **argv) {
                                          {"allow-remote-images", no_argument, 0, O_REMOTE},
                                          {"allow-image-host", required_argument, 0, O_IMGHOST},
                                          {"max-image-bytes", required_argument, 0, O_IMGBYTES},
+                                         {"timeout", required_argument, 0, O_TIMEOUT},
+                                         {"header-timeout", required_argument, 0, O_HDR_TIMEOUT},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     server_config cfg;
@@ -99,6 +106,14 @@ int cmd_serve(int argc, char **argv) {
         case O_IMGBYTES:
             if (cli_parse_int("serve", "--max-image-bytes", optarg, 1, (long long)1 << 40, &v)) return 2;
             cfg.max_image_bytes = (size_t)v;
+            break;
+        case O_TIMEOUT:
+            if (cli_parse_int("serve", "--timeout", optarg, 1, 86400, &v)) return 2;
+            cfg.timeout_s = (unsigned)v;
+            break;
+        case O_HDR_TIMEOUT:
+            if (cli_parse_int("serve", "--header-timeout", optarg, 1, 86400, &v)) return 2;
+            cfg.header_timeout_s = (unsigned)v;
             break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage_error("serve", "option '%s' needs a value", argv[optind - 1]);

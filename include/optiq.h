@@ -303,6 +303,10 @@ typedef struct optiq_image {
 /* 1 when the folder carries a vision front-end (the optiq_vision.safetensors
  * sidecar and a vision_config): prompts may then hold images. */
 int optiq_engine_has_vision(const optiq_engine *e);
+/* 1 when the vocabulary has thinking markers ("<think>"/"</think>", or Gemma-4's "<|channel>" /
+ * "<channel|>"): mlx-lm then renders chat templates with enable_thinking=true unless told otherwise,
+ * and optiq_generation.reasoning receives the thinking block. */
+int optiq_engine_has_thinking(const optiq_engine *e);
 
 optiq_status optiq_session_new(optiq_engine *e, optiq_session **out, optiq_error *err);
 void optiq_session_free(optiq_session *s);
@@ -376,6 +380,10 @@ typedef struct optiq_generation {
     size_t n_tokens;
     char *text;                 /* their text, cut before a stop string; NUL-terminated */
     size_t text_len;
+    char *reasoning;            /* the text of the model's thinking block, markers left out ("<think>" ...
+                                   "</think>", Gemma-4's "<|channel>thought" ... "<channel|>", as mlx-lm's
+                                   server splits it); NULL when no block was opened */
+    char *answer;               /* the text outside the thinking block (all of it when there is none) */
     const char *finish_reason;  /* "stop" (EOS or stop string), "length" (max_tokens or context), "abort" */
     int64_t prompt_tokens;      /* after image placeholders were expanded */
     double prefill_seconds;     /* time to first token (image encoding included) */

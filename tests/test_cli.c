@@ -128,11 +128,17 @@ static void check_generation_commands(void) {
           cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(tm, "decode_seconds")) &&
           cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(tm, "prefill_tokens_per_second")) &&
           cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(tm, "decode_tokens_per_second")));
-    /* the streamed text is the JSON text plus a newline */
+    /* the streamed text holds the JSON's reasoning and text (the generation
+     * prompt of this thinking model leaves a <think> block open, so the
+     * random continuation is reasoning), then a newline */
+    const cJSON *reasoning = cJSON_GetObjectItemCaseSensitive(j, "reasoning");
+    CHECK(cJSON_IsString(text) && (cJSON_IsString(reasoning) || cJSON_IsNull(reasoning)));
     if (cJSON_IsString(text) && stream) {
-        size_t tl = strlen(text->valuestring);
-        CHECKF(strlen(stream) == tl + 1 && strncmp(stream, text->valuestring, tl) == 0 && stream[tl] == '\n',
-               "streamed \"%s\", JSON text \"%s\"", stream, text->valuestring);
+        const char *r = cJSON_IsString(reasoning) ? reasoning->valuestring : "";
+        size_t sl = strlen(stream);
+        CHECKF(sl > 0 && stream[sl - 1] == '\n' && strstr(stream, text->valuestring) && strstr(stream, r) &&
+                   strlen(r) + strlen(text->valuestring) < sl,
+               "streamed \"%s\", JSON reasoning \"%s\" text \"%s\"", stream, r, text->valuestring);
     }
 
     /* --prompt - reads standard input */
@@ -191,7 +197,7 @@ static int same_ids(const cJSON *a, const cJSON *b) {
 /* End to end against mlx-lm: the prompt of reference.json's first prompt
  * (one user turn under the chat template) gives mlx-lm's prompt ids and,
  * greedily, its f32 run's 32 tokens (tools/reference/gen_qwen35.py). */
-static void check_golden(const char *name) {
+static void check_golden(const char *name, const char *extra) {
     char rel[256], args[2048];
     snprintf(rel, sizeof rel, "tests/fixtures/models/%s/reference.json", name);
     cJSON *ref = load_json(test_path(rel));
@@ -206,7 +212,7 @@ static void check_golden(const char *name) {
     }
     char *out = NULL;
     snprintf(args, sizeof args, "generate --model %s/tests/fixtures/models/%s --prompt '%s' --max-tokens 32 "
-             "--ignore-eos --json", test_path(""), name, user->valuestring);
+             "--ignore-eos --json %s", test_path(""), name, user->valuestring, extra);
     CHECKF(run(args, &out) == 0, "optiq %s", args);
     cJSON *got = cJSON_Parse(out);
     const cJSON *want_prompt = cJSON_GetObjectItemCaseSensitive(p0, "tokens");
@@ -219,8 +225,8 @@ static void check_golden(const char *name) {
     /* the prompt ids themselves, from dump --json */
     char path[64];
     snprintf(path, sizeof path, "%s", temp_file(""));
-    snprintf(args, sizeof args, "dump --model %s/tests/fixtures/models/%s --prompt '%s' --out %s --json",
-             test_path(""), name, user->valuestring, path);
+    snprintf(args, sizeof args, "dump --model %s/tests/fixtures/models/%s --prompt '%s' --out %s --json %s",
+             test_path(""), name, user->valuestring, path, extra);
     CHECKF(run(args, &out) == 0, "optiq %s", args);
     unlink(path);
     got = cJSON_Parse(out);
@@ -296,8 +302,60 @@ int main(void) {
     for (TEST_CASE("generate (stream, --json, stdin), chat and dump on qwen35-dense-bf16"))
         check_generation_commands();
     for (TEST_CASE("generate: mlx-lm's prompt ids and greedy tokens, end to end (qwen35-dense-mixed, qwen35-moe-mixed)")) {
-        check_golden("qwen35-dense-mixed");
-        check_golden("qwen35-moe-mixed");
+        check_golden("qwen35-dense-mixed", "");
+        check_golden("qwen35-moe-mixed", "");
+    }
+    /* gen_gemma4.py renders p0 with thinking off; mlx-lm's own default is on */
+    for (TEST_CASE("generate: mlx-lm's prompt ids and greedy tokens, end to end (gemma4-e2b-mixed, gemma4-moe-mixed)")) {
+        check_golden("gemma4-e2b-mixed", "--chat-template-kwargs '{\"enable_thinking\": false}'");
+        check_golden("gemma4-moe-mixed", "--chat-template-kwargs '{\"enable_thinking\": false}'");
+    }
+    for (TEST_CASE("generate --json: the thinking block goes to \"reasoning\", the rest to \"text\" (gemma4)")) {
+        char a[2048];
+        const char *dir = test_path("tests/fixtures/models/gemma4-e2b-bf16");
+        /* a prompt left inside an opened thinking block: what follows is reasoning until <channel|> */
+        snprintf(a, sizeof a, "generate --model %s --no-chat-template --max-tokens 6 --ignore-eos --json "
+                 "--prompt '<|turn>user\nHi<turn|>\n<|turn>model\n<|channel>thought\n'", dir);
+        CHECKF(run(a, &out) == 0, "optiq %s", a);
+        cJSON *j = cJSON_Parse(out);
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "reasoning"), *t = cJSON_GetObjectItemCaseSensitive(j, "text");
+        CHECKF(cJSON_IsString(r) && cJSON_IsString(t) && strlen(r->valuestring) > 0, "%s", out);
+        CHECKF(cJSON_IsString(t) && !strstr(t->valuestring, "<channel|>") && !strstr(t->valuestring, "<|channel>"),
+               "%s", out);
+        cJSON_Delete(j);
+        free(out);
+        /* no block opened: reasoning is null and text is all of it */
+        snprintf(a, sizeof a, "generate --model %s --max-tokens 6 --ignore-eos --json --prompt Hi "
+                 "--chat-template-kwargs '{\"enable_thinking\": false}'", dir);
+        CHECKF(run(a, &out) == 0, "optiq %s", a);
+        j = cJSON_Parse(out);
+        CHECKF(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "reasoning")), "%s", out);
+        cJSON_Delete(j);
+        free(out);
+        snprintf(a, sizeof a, "generate --model %s --prompt Hi --chat-template-kwargs '[1]'", dir);
+        CHECK(run(a, NULL) == 2);
+    }
+    for (TEST_CASE("inspect names the Gemma-4 variant and its features")) {
+        char a[1024];
+        snprintf(a, sizeof a, "inspect %s --json", test_path("tests/fixtures/models/gemma4-e2b-mixed"));
+        CHECK(run(a, &out) == 0);
+        cJSON *j = cJSON_Parse(out);
+        const cJSON *ar = cJSON_GetObjectItemCaseSensitive(j, "architecture");
+        const cJSON *fam = cJSON_GetObjectItemCaseSensitive(ar, "family"), *var = cJSON_GetObjectItemCaseSensitive(ar, "variant");
+        CHECK(cJSON_IsString(fam) && !strcmp(fam->valuestring, "gemma4"));
+        CHECK(cJSON_IsString(var) && strstr(var->valuestring, "E2B") != NULL);
+        char *feats = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(ar, "features"));
+        CHECKF(feats && strstr(feats, "per-layer input") && strstr(feats, "KV sharing") && strstr(feats, "sliding"),
+               "%s", feats ? feats : "");
+        free(feats);
+        cJSON_Delete(j);
+        free(out);
+        snprintf(a, sizeof a, "inspect %s --json", test_path("tests/fixtures/models/gemma4-moe-mixed"));
+        CHECK(run(a, &out) == 0 && strstr(out, "MoE (26B-A4B-style)") && strstr(out, "K-eq-V"));
+        free(out);
+        snprintf(a, sizeof a, "inspect %s", test_path("tests/fixtures/models/gemma4-keqv-mixed"));
+        CHECK(run(a, &out) == 0 && strstr(out, "architecture") && strstr(out, "31B-style"));
+        free(out);
     }
     for (TEST_CASE("generate --image: mlx-vlm's greedy tokens from the PNG file (qwen35-vl-mixed p0, p1)")) {
         char *ref_path = NULL, a[2048];

@@ -2,15 +2,31 @@
  * test_fetch.c — the address rules of src/server/fetch.c (which addresses an
  * image URL may reach) and the refusals fetch_image makes before any
  * connection. No network: every refused URL names an address literal, and
- * the scheme / redirect / transfer cases run in tests/test_serve.sh against a
- * local server.
+ * the scheme / redirect / transfer cases run in tests/test_serve.sh and
+ * tests/test_hostile.c against a local server. fetch.c is included so that
+ * the name lookup can be replaced by a slow one.
  */
-#include "server/fetch.h"
+#include "server/fetch.c"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
+#include <unistd.h>
 
 #include "test.h"
+
+static atomic_int slow_lookups_done;
+
+/* A resolver that answers after 1.5 s (a DNS server that does not reply). */
+static int slow_resolve(const char *name, const char *port, const struct addrinfo *hints, struct addrinfo **res) {
+    (void)name, (void)port, (void)hints;
+    *res = NULL;
+    struct timespec t = {1, 500000000L};
+    nanosleep(&t, NULL);
+    atomic_fetch_add(&slow_lookups_done, 1);
+    return EAI_AGAIN;
+}
 
 /* The class of an address literal ("" when public, "?" when not a literal). */
 static const char *cls(const char *s) {
@@ -148,6 +164,25 @@ int main(void) {
             CHECKF(st == OPTIQ_ERR_INVALID_ARG && strstr(err.message, cases[i].want) && !data && !len,
                    "%s: %s '%s'", cases[i].url, optiq_status_name(st), err.message);
         }
+    }
+    for (TEST_CASE("a slow name lookup is cut off by the total time limit")) {
+        resolve_fn = slow_resolve;
+        fetch_policy p = fetch_policy_default();
+        p.timeout_ms = 300;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        optiq_error err = {0};
+        int64_t t0 = now_ms();
+        optiq_status st = fetch_image("http://slow.invalid/x.png", &p, &data, &len, &err);
+        int64_t dt = now_ms() - t0;
+        CHECKF(st == OPTIQ_ERR_IO && strstr(err.message, "timed out") && !data, "%s '%s'",
+               optiq_status_name(st), err.message);
+        CHECKF(dt >= 250 && dt < 1200, "gave up after %lld ms", (long long)dt);
+        // the abandoned lookup ends on its own and frees its state
+        for (int i = 0; i < 300 && !atomic_load(&slow_lookups_done); i++) usleep(10000);
+        CHECK(atomic_load(&slow_lookups_done) == 1);
+        usleep(20000);
+        resolve_fn = getaddrinfo;
     }
     return test_finish();
 }

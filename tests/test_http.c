@@ -724,6 +724,50 @@ int main(void) {
         conn_close(idle);
     }
 
+    for (TEST_CASE("header deadline: trickled headers are cut off, not extended by each byte")) {
+        http_config cfg = test_config();
+        cfg.timeout_s = 3;          // idle timeout alone would keep a trickle going
+        cfg.header_timeout_s = 1;
+        http_server *s6 = start(cfg);
+        CHECK(s6);
+        int p6 = s6 ? http_server_port(s6) : 0;
+        conn *c = conn_open(p6);
+        const char *req = "GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        double t0 = now_ms();
+        size_t i = 0;
+        int closed = 0;
+        while (i < strlen(req) && now_ms() - t0 < 5000) {
+            if (send(c->fd, req + i, 1, MSG_NOSIGNAL) != 1) { closed = 1; break; }
+            i++;
+            conn_timeout(c, 250);
+            char b[64];
+            ssize_t n = recv(c->fd, b, sizeof b, 0);
+            if (n == 0 || (n < 0 && errno == ECONNRESET)) { closed = 1; break; }
+        }
+        double dt = now_ms() - t0;
+        CHECKF(closed && dt > 800 && dt < 2500, "closed %d after %.0f ms and %zu bytes", closed, dt, i);
+        conn_close(c);
+        // a keep-alive connection gets a fresh deadline for each request
+        c = conn_open(p6);
+        response r = {0};
+        send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        CHECK(read_response(c, &r) == 0 && r.status == 200);
+        response_free(&r);
+        sleep_ms(700);
+        send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        CHECK(read_response(c, &r) == 0 && r.status == 200);
+        response_free(&r);
+        sleep_ms(700);   // 1.4 s after the connection opened: only the current request's deadline counts
+        send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        CHECK(read_response(c, &r) == 0 && r.status == 200);
+        response_free(&r);
+        // an idle keep-alive connection is waiting for headers too
+        CHECK(wait_closed(c, 2500));
+        conn_close(c);
+        CHECK(get_status(p6, "/hello") == 200);
+        http_server_stop(s6, 500);
+    }
+
     for (TEST_CASE("bad host is refused; IPv6 loopback works")) {
         http_config cfg = test_config();
         cfg.host = "not-an-address";

@@ -95,7 +95,9 @@ jq -n --arg p "$prompt" '{messages:[{role:"user",content:$p}],max_tokens:8}' >"$
 code=$(post "$base/v1/chat/completions" "$work/chat.json" "$work/chat.out")
 ref=$("$optiq" generate --model "$vl" --prompt "$prompt" --max-tokens 8 --json 2>/dev/null)
 got=$(jq -r '.choices[0].message | (.reasoning_content // "") + (.content // "")' "$work/chat.out")
-if [ "$code" = 200 ] && [ "$got" = "$(echo "$ref" | jq -r .text)" ] &&
+# the same split: reasoning_content = generate's "reasoning", content = its "text"
+if [ "$code" = 200 ] && [ "$got" = "$(echo "$ref" | jq -r '(.reasoning // "") + .text')" ] &&
+    [ "$(jq -r '.choices[0].message.content // ""' "$work/chat.out")" = "$(echo "$ref" | jq -r .text)" ] &&
     [ "$(jq -r '.usage.prompt_tokens, .usage.completion_tokens' "$work/chat.out" | tr '\n' ' ')" = \
       "$(echo "$ref" | jq -r '.prompt_tokens, (.tokens | length)' | tr '\n' ' ')" ]; then
     ok "chat completion equals optiq generate (text and usage)"

@@ -45,6 +45,7 @@
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "runtime/sampler.h"
+#include "text/reasoning.h"
 #include "vision/frontend.h"
 
 #define DEFAULT_PREFILL_CHUNK 512
@@ -61,6 +62,7 @@ struct optiq_engine {
     int64_t context;       /* tokens a session may hold (<= info->max_position) */
     int64_t prefill_chunk; /* tokens per prefill forward call */
     vision_fe *vision;     /* NULL: text only */
+    reasoning_tags think;  /* the vocabulary's thinking markers (none: open == NULL) */
 };
 
 struct optiq_session {
@@ -172,6 +174,7 @@ optiq_status optiq_engine_load(const char *dir, const optiq_engine_params *param
     if (st) goto fail;
     e->info = lm_get_info(e->model);
     if ((st = optiq_tokenizer_load(dir, &e->tok, err)) != OPTIQ_OK) goto fail;
+    reasoning_tags_infer(e->tok, &e->think);
     if (model_dir_chat_template_source(lm_model_dir(e->model)) &&
         (st = optiq_chat_template_load(dir, &e->tmpl, err)) != OPTIQ_OK)
         goto fail;
@@ -211,6 +214,7 @@ const char *optiq_engine_model_type(const optiq_engine *e) { return e->info->mod
 int64_t optiq_engine_vocab_size(const optiq_engine *e) { return e->info->vocab_size; }
 int64_t optiq_engine_context(const optiq_engine *e) { return e->context; }
 int optiq_engine_has_vision(const optiq_engine *e) { return e && e->vision != NULL; }
+int optiq_engine_has_thinking(const optiq_engine *e) { return e && e->think.open != NULL; }
 
 size_t optiq_engine_eos_ids(const optiq_engine *e, const int32_t **ids) {
     if (ids) *ids = e->eos;
@@ -472,6 +476,8 @@ void optiq_generation_free(optiq_generation *g) {
     if (!g) return;
     free(g->tokens);
     free(g->text);
+    free(g->reasoning);
+    free(g->answer);
     memset(g, 0, sizeof *g);
 }
 
@@ -584,6 +590,40 @@ static int add_token(gen *g, int32_t id) {
     return 1;
 }
 
+/* out->reasoning / out->answer from the generated text (reasoning.h). */
+static optiq_status split_reasoning(const optiq_engine *e, int in_reasoning, const char *text, size_t len,
+                                    optiq_generation *out, optiq_error *err) {
+    reasoning_split rs;
+    reasoning_split_init(&rs, &e->think, in_reasoning);
+    char *r = NULL, *a = NULL;
+    size_t rl = 0, al = 0;
+    int ok = 1;
+    for (int pass = 0; ok && pass < 2; pass++) {
+        ok = (pass ? reasoning_split_finish(&rs) : reasoning_split_feed(&rs, text, len)) == 0;
+        if (!ok) break;
+        char *r2 = realloc(r, rl + rs.reasoning_len + 1), *a2 = r2 ? realloc(a, al + rs.content_len + 1) : NULL;
+        if (r2) r = r2;
+        if (a2) a = a2;
+        if (!r2 || !a2) {
+            ok = 0;
+            break;
+        }
+        memcpy(r + rl, rs.reasoning, rs.reasoning_len), rl += rs.reasoning_len, r[rl] = 0;
+        memcpy(a + al, rs.content, rs.content_len), al += rs.content_len, a[al] = 0;
+    }
+    /* reasoning only when a block was opened (by the prompt or the text) */
+    int opened = rs.opened;
+    reasoning_split_free(&rs);
+    if (!ok) {
+        free(r), free(a);
+        return nomem(err);
+    }
+    if (!opened) free(r), r = NULL;
+    out->reasoning = r;
+    out->answer = a;
+    return OPTIQ_OK;
+}
+
 optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_prompt, const optiq_generate_params *p,
                             optiq_generation *out, optiq_error *err) {
     if (!out) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_generate: no output");
@@ -633,6 +673,7 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
         s->has_logits = 0;
     }
     if (!s->has_logits && (st = feed(s, 1, NULL, err)) != OPTIQ_OK) goto done;
+    int in_reasoning = reasoning_ids_open(&e->think, s->tokens, s->n_tokens);
 
     const char *finish = NULL;
     double t_first = 0;
@@ -697,6 +738,7 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
     else if (strcmp(finish, "abort") != 0 && g.len > g.emitted) emit(&g, -1, g.len);
 
     double t_end = now_seconds();
+    if ((st = split_reasoning(e, in_reasoning, g.text, g.len, out, err)) != OPTIQ_OK) goto done;
     out->tokens = g.tokens;
     out->n_tokens = g.n_tokens;
     out->text = g.text;

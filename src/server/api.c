@@ -262,13 +262,20 @@ int api_add_text_part(api_ctx *c, cJSON *parts, const char *s) {
 
 /* ---- entry point ---- */
 
-/* Deepest array/object nesting of a JSON text, stopping once past max
- * (cJSON recurses per level, so depth is checked before it parses). */
-static int nesting_exceeds(const char *s, size_t n, int max) {
+/* What cJSON does not check itself, before it parses: array/object nesting
+ * past max (cJSON recurses per level) -> 1, and a raw control byte (below
+ * 0x20, NUL included) inside a string, which JSON (RFC 8259 section 7) requires
+ * to be escaped and which would otherwise cut the C string cJSON returns
+ * -> 2 with its offset in *at. 0 when neither. */
+static int json_prescan(const char *s, size_t n, int max, size_t *at) {
     int depth = 0, in_str = 0;
     for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
+        unsigned char ch = (unsigned char)s[i];
         if (in_str) {
+            if (ch < 0x20) {
+                *at = i;
+                return 2;
+            }
             if (ch == '\\') i++;
             else if (ch == '"') in_str = 0;
         } else if (ch == '"') {
@@ -313,8 +320,14 @@ int api_parse_request(api_kind kind, const char *body, size_t len, const api_lim
                              lim->max_body);
     if (!body || len == 0) return api_error_set(err, 400, NULL, "empty request body: expected a JSON object");
     if (!tok_utf8_valid(body, len)) return api_error_set(err, 400, NULL, "request body is not valid UTF-8");
-    if (nesting_exceeds(body, len, lim->max_depth))
+    size_t bad_at = 0;
+    int scan = json_prescan(body, len, lim->max_depth, &bad_at);
+    if (scan == 1)
         return api_error_set(err, 400, NULL, "request body nests arrays/objects deeper than %d levels", lim->max_depth);
+    if (scan == 2)
+        return api_error_set(err, 400, NULL,
+                             "request body is not valid JSON (unescaped control character 0x%02x in a string at byte %zu)",
+                             (unsigned char)body[bad_at], bad_at);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!root) {
@@ -353,96 +366,6 @@ void api_stream_init(api_stream *s, api_kind kind, const char *id, int64_t creat
     s->block = -1;
 }
 
-/* ---- reasoning split ---- */
-
-enum { TH_OPEN = 0, TH_REASON, TH_AFTER, TH_CONTENT };
-static const char OPEN_TAG[] = "<think>", CLOSE_TAG[] = "</think>";
-
-void api_think_init(api_think *t, int in_reasoning) {
-    memset(t, 0, sizeof *t);
-    t->state = in_reasoning ? TH_REASON : TH_OPEN;
-}
-
-static int put(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
-    if (*len + n + 1 > *cap) {
-        size_t nc = *cap ? *cap : 64;
-        while (nc < *len + n + 1) nc *= 2;
-        char *p = realloc(*buf, nc);
-        if (!p) return -1;
-        *buf = p;
-        *cap = nc;
-    }
-    memcpy(*buf + *len, s, n);
-    *len += n;
-    (*buf)[*len] = 0;
-    return 0;
-}
-
-#define PUT_R(s, n) do { if (put(&t->reasoning, &t->reasoning_len, &t->cap_r, (s), (n))) return -1; } while (0)
-#define PUT_C(s, n) do { if (put(&t->content, &t->content_len, &t->cap_c, (s), (n))) return -1; } while (0)
-
-static void think_reset_out(api_think *t) {
-    t->reasoning_len = t->content_len = 0;
-    if (t->reasoning) t->reasoning[0] = 0;
-    if (t->content) t->content[0] = 0;
-}
-
-/* Both tags begin with '<', which occurs nowhere else in them, so a failed
- * partial match never overlaps a new one except at the current byte. */
-int api_think_feed(api_think *t, const char *piece, size_t len) {
-    think_reset_out(t);
-    if (!t->reasoning) PUT_R("", 0);
-    if (!t->content) PUT_C("", 0);
-    for (size_t i = 0; i < len; i++) {
-        char ch = piece[i];
-        switch (t->state) {
-        case TH_OPEN:
-            if (ch == OPEN_TAG[t->matched]) {
-                if (++t->matched == sizeof OPEN_TAG - 1) t->state = TH_REASON, t->matched = 0;
-            } else {
-                PUT_C(OPEN_TAG, t->matched);
-                PUT_C(&ch, 1);
-                t->matched = 0;
-                t->state = TH_CONTENT;
-            }
-            break;
-        case TH_REASON:
-            if (ch == CLOSE_TAG[t->matched]) {
-                if (++t->matched == sizeof CLOSE_TAG - 1) t->state = TH_AFTER, t->matched = 0;
-            } else {
-                PUT_R(CLOSE_TAG, t->matched);
-                t->matched = 0;
-                if (ch == CLOSE_TAG[0]) t->matched = 1;
-                else PUT_R(&ch, 1);
-            }
-            break;
-        case TH_AFTER:
-            if (ch == '\n') break;
-            t->state = TH_CONTENT;
-            PUT_C(&ch, 1);
-            break;
-        default:
-            PUT_C(&ch, 1);
-        }
-    }
-    return 0;
-}
-
-int api_think_finish(api_think *t) {
-    think_reset_out(t);
-    if (!t->reasoning) PUT_R("", 0);
-    if (!t->content) PUT_C("", 0);
-    if (t->state == TH_OPEN) PUT_C(OPEN_TAG, t->matched);
-    else if (t->state == TH_REASON) PUT_R(CLOSE_TAG, t->matched);
-    t->matched = 0;
-    return 0;
-}
-
-void api_think_free(api_think *t) {
-    free(t->reasoning);
-    free(t->content);
-    memset(t, 0, sizeof *t);
-}
 
 /* ---- shared builders ---- */
 

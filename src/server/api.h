@@ -9,8 +9,8 @@
  * failure fills an api_error (HTTP status, type, param, message) that
  * api_error_json writes in the API's own error format. The response builders
  * are pure functions of an api_result; the streaming ones (api_stream_*)
- * produce the SSE text in the order each SDK expects. api_think_* splits
- * generated text into reasoning (before </think>) and content, piece by piece.
+ * produce the SSE text in the order each SDK expects. The split of
+ * generated text into reasoning and content is text/reasoning.h's.
  *
  * Accepted keys, limits and the error mapping: docs/server-api.md.
  * Every returned string is malloc'd and NUL-terminated; the caller frees it
@@ -141,29 +141,5 @@ char *api_stream_delta(api_stream *s, const char *reasoning, size_t reasoning_le
                        size_t text_len);
 char *api_stream_end(api_stream *s, const char *finish_reason, const char *stop_sequence,
                      int64_t completion_tokens);
-
-/* ---- reasoning split ----
- * Generated text "<think>R</think>\n\nC" (or "R</think>C" when the prompt
- * already opened the block) goes to reasoning R and content C; the newlines
- * right after </think> are dropped. Text with no reasoning block is all
- * content. A tag split across pieces is still found: bytes that may start a
- * tag are held back until the next piece (or api_think_finish) decides. */
-typedef struct api_think {
-    int state;          /* internal */
-    size_t matched;     /* bytes of the tag matched so far (held back) */
-    char *reasoning;    /* output of the last call; valid until the next */
-    size_t reasoning_len;
-    char *content;
-    size_t content_len;
-    size_t cap_r, cap_c;
-} api_think;
-
-/* in_reasoning: 1 when the prompt ends inside an opened <think> block. */
-void api_think_init(api_think *t, int in_reasoning);
-/* Split one piece; results in t->reasoning / t->content. Returns -1 when out of memory. */
-int api_think_feed(api_think *t, const char *piece, size_t len);
-/* Flush held-back bytes at the end of generation. */
-int api_think_finish(api_think *t);
-void api_think_free(api_think *t);
 
 #endif

@@ -8,6 +8,11 @@
  * socket callback that checks the address once more right before connect.
  * A 3xx answer with a Location starts the next hop; the time budget covers
  * all hops.
+ *
+ * The lookup runs on a detached helper thread that the fetching thread waits
+ * for until the deadline: getaddrinfo cannot be interrupted, so a slow
+ * resolver is abandoned (the helper finishes on its own and frees what it
+ * got) instead of holding the request past its time budget.
  */
 #include "server/fetch.h"
 
@@ -180,6 +185,101 @@ static int64_t now_ms(void) {
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* ---- time-bounded name lookup ----------------------------------------------- */
+
+/* The resolver; tests replace it with a slow one. */
+static int (*resolve_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **) = getaddrinfo;
+
+typedef struct lookup {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;                /* the waiter and the helper thread */
+    int done, gai;
+    char *name, *port;
+    struct addrinfo *res;
+} lookup;
+
+static void lookup_unref(lookup *l) {
+    pthread_mutex_lock(&l->mu);
+    int last = --l->refs == 0;
+    pthread_mutex_unlock(&l->mu);
+    if (!last) return;
+    if (l->res) freeaddrinfo(l->res);
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
+    free(l->name);
+    free(l->port);
+    free(l);
+}
+
+static void *lookup_main(void *arg) {
+    lookup *l = arg;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    struct addrinfo *res = NULL;
+    int gai = resolve_fn(l->name, l->port, &hints, &res);
+    pthread_mutex_lock(&l->mu);
+    l->gai = gai;
+    l->res = gai == 0 ? res : NULL;
+    l->done = 1;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    lookup_unref(l);
+    return NULL;
+}
+
+/* getaddrinfo(name, port) bounded by deadline (CLOCK_MONOTONIC ms): 0 with
+ * *res (free with freeaddrinfo), a getaddrinfo error code in *gai (return 0,
+ * *res NULL), or -1 on timeout, -2 when out of memory / threads. */
+static int resolve_until(const char *name, const char *port, int64_t deadline, struct addrinfo **res, int *gai) {
+    *res = NULL;
+    *gai = 0;
+    lookup *l = calloc(1, sizeof *l);
+    if (!l) return -2;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int bad = pthread_cond_init(&l->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (bad) {
+        free(l);
+        return -2;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    l->refs = 2;
+    l->name = strdup(name);
+    l->port = strdup(port);
+    pthread_attr_t ta;
+    pthread_t t;
+    int started = 0;
+    if (l->name && l->port && pthread_attr_init(&ta) == 0) {
+        pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&t, &ta, lookup_main, l) == 0;
+        pthread_attr_destroy(&ta);
+    }
+    if (!started) {
+        l->refs = 1;
+        lookup_unref(l);
+        return -2;
+    }
+    struct timespec ts = {(time_t)(deadline / 1000), (long)(deadline % 1000) * 1000000L};
+    pthread_mutex_lock(&l->mu);
+    while (!l->done && pthread_cond_timedwait(&l->cv, &l->mu, &ts) == 0) {
+    }
+    int rc = -1;
+    if (l->done) {
+        rc = 0;
+        *gai = l->gai;
+        *res = l->res;
+        l->res = NULL;
+    }
+    pthread_mutex_unlock(&l->mu);
+    lookup_unref(l);
+    return rc;
+}
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
 static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -223,11 +323,16 @@ static optiq_status one_hop(const char *url, const fetch_policy *p, int64_t dead
         goto done;
     }
     snprintf(name, sizeof name, "%.*s", (int)(bracketed ? hl - 2 : hl), host + bracketed);
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int gai = getaddrinfo(name, port, &hints, &res);
+    int gai = 0;
+    int lk = resolve_until(name, port, deadline, &res, &gai);
+    if (lk == -1) {
+        st = fail(err, OPTIQ_ERR_IO, "image URL fetch timed out (looking up %.200s)", name);
+        goto done;
+    }
+    if (lk == -2) {
+        st = fail(err, OPTIQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     if (gai != 0 || !res) {
         st = fail(err, OPTIQ_ERR_INVALID_ARG, "image URL host %.200s does not resolve (%s)", name,
                   gai ? gai_strerror(gai) : "no address");

@@ -17,6 +17,8 @@
  *     so a second DNS answer cannot swap the destination;
  *   - no proxy, no cookies, no authentication; a byte limit (the transfer is
  *     aborted beyond it), a total and a connect timeout; a 2xx answer needed.
+ *     The total timeout also bounds each host name lookup (it runs on a
+ *     helper thread that is abandoned at the deadline).
  */
 #ifndef OPTIQ_SERVER_FETCH_H
 #define OPTIQ_SERVER_FETCH_H

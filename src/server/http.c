@@ -10,6 +10,15 @@
  *   on_request end  call the handler, queue its response;
  *   on_completed    log line, drop the request's stream reference, free.
  *
+ * Header deadline: every connection has a conn_state (MHD's socket context,
+ * made in on_connection) on the server's list. While it waits for a request's
+ * headers (from accept, or from the end of the previous response on a
+ * keep-alive connection, until on_request #1) it carries an absolute
+ * deadline; the watchdog thread shuts down the socket of a connection past it,
+ * so MHD's own thread sees the peer gone and closes it. The deadline is set
+ * once per request and never moved by incoming bytes, so trickling a header
+ * byte at a time cannot extend it (MHD's idle timeout alone would let it).
+ *
  * A stream has three owners, counted in `refs`: the producer (until
  * http_stream_close), the MHD response (until stream_free_cb) and the request
  * (until on_completed, which reads the byte count for the log). Lock order:
@@ -37,6 +46,8 @@
 #define STREAM_POLL_MS 100       // how often an idle stream checks for a vanished client
 #define MAX_EXTRA_HEADERS 16
 
+typedef struct conn_state conn_state;
+
 struct http_server {
     struct MHD_Daemon *d;
     http_config cfg;
@@ -48,6 +59,18 @@ struct http_server {
     int inflight;                // requests between uri_log_cb and on_completed
     http_stream *streams;        // streams whose MHD response still exists
     atomic_int cancel;           // set by http_server_stop after the drain time
+    conn_state *conns;           // every open connection (guarded by mu)
+    pthread_cond_t wd_cv;        // wakes the watchdog: a deadline was set, or quit
+    pthread_t watchdog;
+    int wd_started, wd_quit;
+};
+
+/* One per connection, from MHD_CONNECTION_NOTIFY_STARTED to _CLOSED. */
+struct conn_state {
+    int fd;
+    int waiting;                 // waiting for a request's headers: deadline applies
+    struct timespec deadline;    // CLOCK_MONOTONIC
+    conn_state *prev, *next;
 };
 
 struct http_stream {
@@ -72,6 +95,7 @@ enum { RESP_NONE, RESP_FULL, RESP_STREAM };
 struct http_request {
     http_server *srv;
     struct MHD_Connection *conn;
+    int fd;                      // connection socket, polled by http_request_cancelled
     char *method;                // copied at the first on_request call
     char *uri;                   // path and query, split by a NUL
     const char *query;
@@ -101,6 +125,7 @@ http_config http_config_default(void) {
     c.max_body = (size_t)32 << 20;
     c.max_connections = 64;
     c.timeout_s = 30;
+    c.header_timeout_s = 10;
     c.stream_queue = (size_t)64 << 10;
     return c;
 }
@@ -294,7 +319,9 @@ void http_request_note(http_request *r, const char *fmt, ...) {
     va_end(ap);
 }
 
-int http_request_cancelled(const http_request *r) { return atomic_load(&r->srv->cancel); }
+int http_request_cancelled(const http_request *r) {
+    return atomic_load(&r->srv->cancel) || peer_gone(r->fd);
+}
 
 /* ---- responses ---- */
 
@@ -353,6 +380,84 @@ http_stream *http_respond_stream(http_request *r, int status) {
     return s;
 }
 
+/* ---- header deadline ---- */
+
+/* Start the header deadline of c (server lock held). */
+static void conn_wait_headers(http_server *srv, conn_state *c) {
+    c->waiting = 1;
+    deadline_in(&c->deadline, (long)srv->cfg.header_timeout_s * 1000);
+    pthread_cond_signal(&srv->wd_cv);
+}
+
+static conn_state *conn_of(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static int ts_before(const struct timespec *a, const struct timespec *b) {
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Shuts down connections past their header deadline; sleeps until the
+ * earliest deadline. The socket is shut down, not closed: MHD owns the fd
+ * and closes it after MHD_CONNECTION_NOTIFY_CLOSED, which unlinks the state
+ * under the same lock, so the fd used here is never a reused one. */
+static void *watchdog_main(void *arg) {
+    http_server *srv = arg;
+    pthread_mutex_lock(&srv->mu);
+    while (!srv->wd_quit) {
+        struct timespec now, next = {0, 0};
+        int have_next = 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        for (conn_state *c = srv->conns; c; c = c->next) {
+            if (!c->waiting) continue;
+            if (!ts_before(&now, &c->deadline)) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->waiting = 0;
+            } else if (!have_next || ts_before(&c->deadline, &next)) {
+                next = c->deadline;
+                have_next = 1;
+            }
+        }
+        if (have_next) pthread_cond_timedwait(&srv->wd_cv, &srv->mu, &next);
+        else pthread_cond_wait(&srv->wd_cv, &srv->mu);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    http_server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        conn_state *c = calloc(1, sizeof *c);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!c || !ci) {   // no deadline for this one; the idle timeout still applies
+            free(c);
+            *socket_context = NULL;
+            return;
+        }
+        c->fd = ci->connect_fd;
+        pthread_mutex_lock(&srv->mu);
+        c->next = srv->conns;
+        if (srv->conns) srv->conns->prev = c;
+        srv->conns = c;
+        conn_wait_headers(srv, c);
+        pthread_mutex_unlock(&srv->mu);
+        *socket_context = c;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_state *c = *socket_context;
+        if (!c) return;
+        pthread_mutex_lock(&srv->mu);
+        if (c->prev) c->prev->next = c->next;
+        else srv->conns = c->next;
+        if (c->next) c->next->prev = c->prev;
+        pthread_mutex_unlock(&srv->mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
 /* ---- MHD callbacks ---- */
 
 static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn) {
@@ -361,6 +466,7 @@ static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
     if (!r) return NULL;
     r->srv = srv;
     r->conn = conn;
+    r->fd = -1;
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     r->uri = strdup(uri ? uri : "");
     if (!r->uri) { free(r); return NULL; }
@@ -414,7 +520,6 @@ static void request_free(http_request *r) {
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)conn;
     http_server *srv = cls;
     http_request *r = *con_cls;
     if (!r) return;
@@ -431,7 +536,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     log_request(srv, r, ok);
     request_free(r);
+    conn_state *c = conn_of(conn);
     pthread_mutex_lock(&srv->mu);
+    if (c) conn_wait_headers(srv, c);   // a keep-alive connection waits for the next request
     srv->inflight--;
     pthread_cond_broadcast(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
@@ -447,7 +554,10 @@ static int add_headers(struct MHD_Response *resp, http_request *r) {
 static enum MHD_Result queue_error(http_request *r, int status, const char *type,
                                    const char *message, int close_after) {
     size_t len;
-    char *j = error_json(type, message, &len);
+    http_config *cfg = &r->srv->cfg;
+    char *j = cfg->error_body ? cfg->error_body(cfg->error_user, r->uri, status, type, message) : NULL;
+    if (j) len = strlen(j);
+    else j = error_json(type, message, &len);
     if (!j) return MHD_NO;
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, j, MHD_RESPMEM_MUST_FREE);
     if (!resp) { free(j); return MHD_NO; }
@@ -576,6 +686,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     r->conn = conn;
     if (!r->started) {
         r->started = 1;
+        conn_state *c = conn_of(conn);
+        if (c) {
+            pthread_mutex_lock(&srv->mu);
+            c->waiting = 0;   // headers are in: from here the idle timeout governs
+            pthread_mutex_unlock(&srv->mu);
+        }
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        r->fd = ci ? ci->connect_fd : -1;
         r->method = strdup(method);
         if (!r->method) return MHD_NO;
         return headers_done(r);
@@ -619,6 +737,7 @@ optiq_status http_server_start(const http_config *cfg_in, http_handler handler, 
     if (!cfg.max_body) cfg.max_body = def.max_body;
     if (!cfg.max_connections) cfg.max_connections = def.max_connections;
     if (!cfg.timeout_s) cfg.timeout_s = def.timeout_s;
+    if (!cfg.header_timeout_s) cfg.header_timeout_s = def.header_timeout_s;
     if (!cfg.stream_queue) cfg.stream_queue = def.stream_queue;
     if (!handler) return err_set(err, OPTIQ_ERR_INVALID_ARG, "http: no handler");
     if (cfg.port < 0 || cfg.port > 65535)
@@ -650,6 +769,12 @@ optiq_status http_server_start(const http_config *cfg_in, http_handler handler, 
         free(s);
         return err_set(err, OPTIQ_ERR_NOMEM, "http: condition variable");
     }
+    if (cond_init_monotonic(&s->wd_cv)) {
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return err_set(err, OPTIQ_ERR_NOMEM, "http: condition variable");
+    }
     s->cfg = cfg;
     s->cfg.host = NULL;   // the caller's string need not outlive this call
     s->handler = handler;
@@ -663,9 +788,19 @@ optiq_status http_server_start(const http_config *cfg_in, http_handler handler, 
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 << 10,
                             MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, s,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                             MHD_OPTION_END);
+    int e = errno;
+    if (s->d) {
+        if (pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0) s->wd_started = 1;
+        else {
+            MHD_stop_daemon(s->d);
+            s->d = NULL;
+            e = EAGAIN;
+        }
+    }
     if (!s->d) {
-        int e = errno;
+        pthread_cond_destroy(&s->wd_cv);
         pthread_cond_destroy(&s->cv);
         pthread_mutex_destroy(&s->mu);
         free(s);
@@ -697,6 +832,12 @@ void http_server_stop(http_server *s, int drain_ms) {
     // cancel within STREAM_POLL_MS.
     MHD_stop_daemon(s->d);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    pthread_mutex_lock(&s->mu);
+    s->wd_quit = 1;
+    pthread_cond_signal(&s->wd_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->wd_started) pthread_join(s->watchdog, NULL);
+    pthread_cond_destroy(&s->wd_cv);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);

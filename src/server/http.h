@@ -21,9 +21,17 @@
  * stopping, so the producer learns to cancel its work. The producer must always call
  * http_stream_close exactly once, also after a failed write.
  *
+ * Deadlines: MHD's idle timeout (timeout_s) closes a connection without
+ * traffic; header_timeout_s bounds the total time a request's headers may
+ * take, so a client trickling one byte per period is still cut off (the
+ * connection is closed without a response, as for the idle timeout). An
+ * idle keep-alive connection counts as waiting for headers.
+ *
  * Errors raised by this layer carry the JSON body
  *     {"error": {"message": "...", "type": "..."}}
- * (413 request_too_large, 411 length_required, 500 server_error). Errors that
+ * (413 request_too_large, 411 length_required, 500 server_error), or the
+ * body cfg->error_body makes for the request's path (the server uses it to
+ * answer in each API's own error format). Errors that
  * libmicrohttpd raises itself before a request reaches this layer (a malformed
  * request line, header fields over the per-connection memory limit) use MHD's
  * own short bodies; they are not logged.
@@ -64,7 +72,13 @@ typedef struct http_config {
     size_t max_body;          // request body cap in bytes; default 32 MiB; over it: 413
     unsigned max_connections; // concurrent connections; default 64
     unsigned timeout_s;       // idle / partial-request timeout per connection; default 30
+    unsigned header_timeout_s;// total time for a request's headers, counted from accept or the end
+                              // of the previous response, not extended by bytes; default 10
     size_t stream_queue;      // bytes buffered per stream before writes block; default 64 KiB
+    // Body of this layer's own errors (413, 411, 500) for a request path, malloc'd;
+    // NULL (or no function): the layer's {"error": {"message", "type"}} body.
+    char *(*error_body)(void *user, const char *path, int status, const char *type, const char *message);
+    void *error_user;
     FILE *log_file;           // request log lines (NULL: none)
     http_log_fn log_fn;       // called per request after log_file (NULL: none)
     void *log_user;
@@ -97,7 +111,9 @@ const char *http_request_header(const http_request *r, const char *name);
 const char *http_request_body(const http_request *r, size_t *len);
 /* Text appended to the request's log line (e.g. "tokens=12"); later calls append. */
 void http_request_note(http_request *r, const char *fmt, ...) OPTIQ_PRINTF(2, 3);
-/* True once the server is stopping past its drain time. */
+/* True once the server is stopping past its drain time, or once the client
+ * has closed its connection (checked on the socket at each call, so another
+ * thread working for the handler may poll it while the handler waits). */
 int http_request_cancelled(const http_request *r);
 
 /* ---- responses (call one of the three from the handler) ---- */

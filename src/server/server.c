@@ -13,7 +13,9 @@
  * has produced its first token (or ended): until then an error (context,
  * image decoding) can still become a proper error response; afterwards the
  * worker writes SSE events through the http stream and aborts generation
- * when the client has gone away.
+ * when the client has gone away. Non-stream jobs poll the client's socket
+ * (http_request_cancelled) before they start and after every token, so a
+ * client that leaves does not hold the worker.
  */
 #include "server/server.h"
 
@@ -26,10 +28,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "io/image.h"
 #include "quant/qmatmul.h"
 #include "server/api.h"
 #include "server/fetch.h"
 #include "server/http.h"
+#include "text/reasoning.h"
+#include "vision/preprocess.h"
 
 typedef struct job job;
 
@@ -39,6 +44,9 @@ typedef struct server {
     optiq_session *session;
     char model_name[256];
     int vision;
+    int have_qvl;            /* qvl: the folder's image processor settings (count_tokens) */
+    qvl_params qvl;
+    reasoning_tags think_tags; /* the vocabulary's thinking markers */
     int64_t started;
     pthread_mutex_t mu;
     pthread_mutex_t prep_mu; /* one template render at a time (see prepare_prompt) */
@@ -70,7 +78,7 @@ struct job {
     int stream_set;          /* the connection thread answered: stream below (NULL: could not) */
     http_stream *stream;
     api_stream sse;
-    api_think think;
+    reasoning_split think;
     int write_failed;
     size_t seen_tokens;
     job *next;
@@ -115,13 +123,6 @@ static void respond_json(http_request *r, char *body) {
     }
     http_respond(r, 200, NULL, body, strlen(body));
     free(body);
-}
-
-/* 1 when the prompt ends inside an opened <think> block. */
-static int ends_in_think(const char *p, size_t len) {
-    const char *open = NULL;
-    for (const char *q = p; (q = strstr(q, "<think>")) != NULL && (size_t)(q - p) < len; q++) open = q;
-    return open && !strstr(open, "</think>");
 }
 
 static int authorized(const server *sv, http_request *r) {
@@ -174,7 +175,7 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
         }
         for (size_t i = 0; i < req->n_images; i++) j->images[i].source = req->images[i];
         /* http(s) images are fetched here, before queueing (count_tokens does
-         * not need their bytes: each image counts as one placeholder) */
+         * not fetch: see count_prompt_tokens) */
         if (sv->cfg->allow_remote_images && req->kind != API_ANTHROPIC_COUNT_TOKENS) {
             fetch_policy fp = fetch_policy_default();
             fp.allow = sv->cfg->allow_image_hosts;
@@ -206,16 +207,17 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
             snprintf(msg, msg_size, "the model folder %s has no chat template", sv->model_name);
             return 400;
         }
-        /* options: the generation prompt, thinking off with images (as mlx-vlm
-         * renders image prompts and optiq generate does), then the request's
-         * template variables, which win */
+        /* options: the generation prompt; enable_thinking as mlx-lm's server
+         * sets it (on when the vocabulary has thinking markers), off with
+         * images (as mlx-vlm renders image prompts and optiq generate does);
+         * then the request's template variables, which win */
         cJSON *o = cJSON_CreateObject();
         if (!o) {
             snprintf(msg, msg_size, "out of memory");
             return 500;
         }
         cJSON_AddBoolToObject(o, "add_generation_prompt", 1);
-        if (req->n_images) cJSON_AddBoolToObject(o, "enable_thinking", 0);
+        cJSON_AddBoolToObject(o, "enable_thinking", !req->n_images && optiq_engine_has_thinking(sv->engine));
         if (req->chat_template_kwargs_json) {
             cJSON *kw = cJSON_Parse(req->chat_template_kwargs_json);
             if (cJSON_IsObject(kw)) {
@@ -249,7 +251,6 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
         pthread_mutex_unlock(&sv->prep_mu);
         free(opts);
         if (st == OPTIQ_OK) st = optiq_tokenizer_encode(tok, prompt, plen, 0, &j->ids, &j->n_ids, &err);
-        if (st == OPTIQ_OK) j->in_reasoning = ends_in_think(prompt, plen);
         optiq_free(prompt);
         if (st != OPTIQ_OK) {
             snprintf(msg, msg_size, "%s", err.message);
@@ -260,6 +261,7 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
         snprintf(msg, msg_size, "the prompt encodes to no tokens");
         return 400;
     }
+    j->in_reasoning = reasoning_ids_open(&sv->think_tags, j->ids, j->n_ids);
     int64_t ctx = optiq_engine_context(sv->engine);
     if ((int64_t)j->n_ids >= ctx) {
         snprintf(msg, msg_size,
@@ -268,6 +270,62 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
         return 400;
     }
     return 0;
+}
+
+/* Prompt tokens as generation's usage counts them: each image's placeholder
+ * expanded to the image's tokens, computed from its size after the
+ * processor's resize (qvl_num_image_tokens, the number mm_expand repeats the
+ * placeholder by) without running the tower. data: images are decoded for
+ * their size (the decoded size, EXIF rotation included, is what the resize
+ * sees); http(s) images are not fetched here and count as their one
+ * placeholder token. 0 or an HTTP status with the message in msg. */
+static int count_prompt_tokens(server *sv, const api_request *req, const job *j, int64_t *out, char *msg,
+                               size_t msg_size) {
+    int64_t n = (int64_t)j->n_ids;
+    for (size_t i = 0; i < req->n_images && sv->have_qvl; i++) {
+        if (strncasecmp(req->images[i], "data:", 5) != 0) continue;
+        image_limits lim = image_limits_default();
+        image_u8 img;
+        optiq_error err = {0};
+        int64_t k = 0;
+        optiq_status st = image_load(req->images[i], &lim, &img, &err);
+        if (st == OPTIQ_OK) {
+            st = qvl_num_image_tokens(&sv->qvl, img.h, img.w, &k, &err);
+            image_free(&img);
+        }
+        if (st != OPTIQ_OK) {
+            snprintf(msg, msg_size, "image %zu: %.400s", i + 1, err.message);
+            return st == OPTIQ_ERR_NOMEM ? 500 : 400;
+        }
+        n += k - 1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* The folder's image processor settings, resolved as the vision front-end
+ * resolves them (preprocessor_config.json, processor_config.json). */
+static void load_qvl(server *sv) {
+    char *text[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    static const char *const names[2] = {"preprocessor_config.json", "processor_config.json"};
+    for (int k = 0; k < 2; k++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", sv->cfg->model_dir, names[k]);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        if (fseek(f, 0, SEEK_END) == 0) {
+            long sz = ftell(f);
+            if (sz >= 0 && sz < (1L << 24) && fseek(f, 0, SEEK_SET) == 0 && (text[k] = malloc((size_t)sz + 1))) {
+                len[k] = fread(text[k], 1, (size_t)sz, f);
+                text[k][len[k]] = 0;
+            }
+        }
+        fclose(f);
+    }
+    sv->have_qvl = qvl_params_from_json(text[0], len[0], text[1], len[1], &sv->qvl, NULL) == OPTIQ_OK;
+    free(text[0]);
+    free(text[1]);
 }
 
 /* ---- worker -------------------------------------------------------------- */
@@ -327,7 +385,7 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
         stream_handshake(j, optiq_session_position(j->srv->session) - (int64_t)j->seen_tokens);
     if (j->write_failed) return 1;
     if (len) {
-        if (api_think_feed(&j->think, text, len) < 0) return 1;
+        if (reasoning_split_feed(&j->think, text, len) < 0) return 1;
         if (stream_think_out(j)) return 1;
     }
     return http_stream_cancelled(j->stream);
@@ -344,7 +402,7 @@ static void run_job(server *sv, job *j) {
     p.n_images = j->req->n_images;
     p.on_token = on_token;
     p.user = j;
-    api_think_init(&j->think, j->in_reasoning);
+    reasoning_split_init(&j->think, &sv->think_tags, j->in_reasoning);
     optiq_session_reset(sv->session);
     optiq_status st = OPTIQ_OK;
     if (http_request_cancelled(j->hreq)) {
@@ -360,7 +418,7 @@ static void run_job(server *sv, job *j) {
         if (j->phase == PHASE_STARTED) {
             /* the stream is open: finish it (an error mid-way just ends it) */
             if (!j->write_failed) {
-                if (api_think_finish(&j->think) == 0) stream_think_out(j);
+                if (reasoning_split_finish(&j->think) == 0) stream_think_out(j);
                 j->sse.meta.prompt_tokens = j->gen.prompt_tokens;
                 const char *fr = st == OPTIQ_OK ? j->gen.finish_reason : "abort";
                 stream_send(j, api_stream_end(&j->sse, fr, st == OPTIQ_OK ? find_stop(sv, j->req, &j->gen) : NULL,
@@ -370,7 +428,7 @@ static void run_job(server *sv, job *j) {
             j->stream = NULL;
         }
     }
-    api_think_free(&j->think);
+    reasoning_split_free(&j->think);
     pthread_mutex_lock(&sv->mu);
     j->phase = PHASE_DONE;
     pthread_cond_broadcast(&sv->done_cv);
@@ -397,61 +455,26 @@ static void *worker_main(void *arg) {
 
 /* ---- model routes (connection thread) ------------------------------------ */
 
-static char *append(char *buf, size_t *len, size_t *cap, const char *s, size_t n) {
-    if (!buf) return NULL;
-    if (*len + n + 1 > *cap) {
-        size_t nc = (*cap + n + 1) * 2;
-        char *nb = realloc(buf, nc);
-        if (!nb) {
-            free(buf);
-            return NULL;
-        }
-        buf = nb;
-        *cap = nc;
-    }
-    memcpy(buf + *len, s, n);
-    *len += n;
-    buf[*len] = 0;
-    return buf;
-}
-
 static void answer_full(server *sv, http_request *r, job *j) {
     const api_request *req = j->req;
-    /* split the reasoning off the text */
-    api_think t;
-    api_think_init(&t, j->in_reasoning);
-    size_t rl = 0, rc = 16, cl = 0, cc = 16;
-    char *reasoning = malloc(rc), *content = malloc(cc);
-    if (reasoning) reasoning[0] = 0;
-    if (content) content[0] = 0;
-    if (api_think_feed(&t, j->gen.text, j->gen.text_len) == 0) {
-        reasoning = append(reasoning, &rl, &rc, t.reasoning ? t.reasoning : "", t.reasoning_len);
-        content = append(content, &cl, &cc, t.content ? t.content : "", t.content_len);
-    }
-    if (api_think_finish(&t) == 0) {
-        reasoning = append(reasoning, &rl, &rc, t.reasoning ? t.reasoning : "", t.reasoning_len);
-        content = append(content, &cl, &cc, t.content ? t.content : "", t.content_len);
-    }
-    api_think_free(&t);
+    /* the engine split the reasoning off the text (text/reasoning.h) */
+    const char *content = j->gen.answer ? j->gen.answer : j->gen.text;
+    const char *reasoning = j->gen.reasoning && *j->gen.reasoning ? j->gen.reasoning : NULL;
     api_result res = {
         .id = j->id,
         .created = j->created,
         .model = sv->model_name,
         .text = content,
-        .reasoning = rl ? reasoning : NULL,
+        .reasoning = reasoning,
         .finish_reason = j->gen.finish_reason,
         .stop_sequence = find_stop(sv, req, &j->gen),
         .prompt_tokens = j->gen.prompt_tokens,
         .completion_tokens = (int64_t)j->gen.n_tokens,
     };
     char *body = NULL;
-    if (reasoning && content) {
-        if (req->kind == API_OPENAI_CHAT) body = api_openai_chat_response(&res);
-        else if (req->kind == API_OPENAI_COMPLETION) body = api_openai_completion_response(&res);
-        else body = api_anthropic_message_response(&res);
-    }
-    free(reasoning);
-    free(content);
+    if (req->kind == API_OPENAI_CHAT) body = api_openai_chat_response(&res);
+    else if (req->kind == API_OPENAI_COMPLETION) body = api_openai_completion_response(&res);
+    else body = api_anthropic_message_response(&res);
     respond_json(r, body);
 }
 
@@ -477,8 +500,10 @@ static void handle_model(server *sv, http_request *r, api_kind kind) {
         goto done;
     }
     if (kind == API_ANTHROPIC_COUNT_TOKENS) {
-        /* text tokens; each image counts as its one placeholder token */
-        respond_json(r, api_anthropic_count_tokens_response((int64_t)j.n_ids));
+        int64_t n = 0;
+        status = count_prompt_tokens(sv, &req, &j, &n, msg, sizeof msg);
+        if (status) respond_api_error(r, anthropic, status, "%s", msg);
+        else respond_json(r, api_anthropic_count_tokens_response(n));
         goto done;
     }
     j.created = (int64_t)time(NULL);
@@ -565,6 +590,15 @@ static void handle(http_request *r, void *user) {
     respond_api_error(r, anthropic, 404, "no route for %s %s", method, path);
 }
 
+/* The HTTP layer's own errors (413, 411, 500) in the format of the path's API. */
+static char *layer_error_body(void *user, const char *path, int status, const char *type, const char *message) {
+    (void)user;
+    (void)type;
+    api_error e;
+    api_error_set(&e, status, NULL, "%s", message);
+    return api_error_json(path && strncmp(path, "/v1/messages", 12) == 0, &e);
+}
+
 /* ---- run ----------------------------------------------------------------- */
 
 static void set_model_name(server *sv, const char *dir) {
@@ -608,6 +642,8 @@ optiq_status server_run(const server_config *cfg, optiq_error *err) {
         return st;
     }
     sv.vision = optiq_engine_has_vision(sv.engine);
+    if (sv.vision) load_qvl(&sv);
+    reasoning_tags_infer(optiq_engine_tokenizer(sv.engine), &sv.think_tags);
     sv.started = (int64_t)time(NULL);
     pthread_mutex_init(&sv.mu, NULL);
     pthread_mutex_init(&sv.prep_mu, NULL);
@@ -629,6 +665,9 @@ optiq_status server_run(const server_config *cfg, optiq_error *err) {
     http_config hc = http_config_default();
     if (cfg->host) hc.host = cfg->host;
     hc.port = cfg->port;
+    hc.timeout_s = cfg->timeout_s;
+    hc.header_timeout_s = cfg->header_timeout_s;
+    hc.error_body = layer_error_body;
     hc.log_file = stderr;
     if ((st = http_server_start(&hc, handle, &sv, &hs, err)) != OPTIQ_OK) goto done;
     fprintf(stderr, "optiq serve: listening on http://%s:%d (model %s, vision %s)\n", hc.host,

@@ -117,7 +117,10 @@ def main():
                               "--max-tokens", "16", "--json"],
                              capture_output=True, text=True, timeout=120, check=True)
         ref = json.loads(out.stdout)
-        expect(state["chat_text"] == ref["text"], f"{state['chat_text']!r} vs {ref['text']!r}")
+        want = (ref["reasoning"] or "") + ref["text"]  # generate --json splits as the server does
+        expect(state["chat_text"] == want, f"{state['chat_text']!r} vs {want!r}")
+        content = state["chat"].choices[0].message.content or ""
+        expect(content == ref["text"], f"content {content!r} vs {ref['text']!r}")
         expect(state["chat"].usage.prompt_tokens == ref["prompt_tokens"],
                f"prompt_tokens {state['chat'].usage.prompt_tokens} vs {ref['prompt_tokens']}")
 
