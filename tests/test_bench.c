@@ -36,6 +36,34 @@ static uint64_t q35_expected(const synth_model *s) {
     return b;
 }
 
+/* What one Gemma-4 decode step reads, from gemma4.md §2.2 / §5: the head,
+ * the PLE model projection and one row of the per-layer table, and per
+ * layer q/o, k/v where the layer owns its K/V (no v with K-eq-V), the MLP
+ * (twice as wide on KV-shared layers with use_double_wide_mlp) and the PLE
+ * gate and projection. Layer kinds by the spec's pattern rule: layer i is
+ * full when i % pattern == pattern - 1. */
+static uint64_t g4_expected(const synth_model *s) {
+    int64_t H = s->hidden, P = s->ple, NP = s->n_layers * s->ple, pat = s->full_attention_interval;
+    int64_t first_shared = s->n_layers - s->kv_shared;
+    uint64_t b = qbytes(s, s->vocab, H);
+    if (P > 0) b += qbytes(s, NP, H) + qbytes(s, 1, NP);
+    for (int64_t i = 0; i < s->n_layers; i++) {
+        int full = i % pat == pat - 1, shared = s->kv_shared > 0 && i >= first_shared, keqv = s->k_eq_v && full;
+        int64_t d = full && s->global_head_dim ? s->global_head_dim : s->head_dim;
+        int64_t nkv = keqv && s->n_global_kv_heads > 0 ? s->n_global_kv_heads : s->n_kv_heads;
+        int64_t I = s->inter * (shared && s->double_wide ? 2 : 1);
+        b += qbytes(s, s->n_heads * d, H) + qbytes(s, H, s->n_heads * d);
+        if (!shared) b += (keqv ? 1 : 2) * qbytes(s, nkv * d, H);
+        b += 2 * qbytes(s, I, H) + qbytes(s, H, I);
+        if (P > 0) b += qbytes(s, P, H) + qbytes(s, H, P);
+    }
+    return b;
+}
+
+static uint64_t expected(const synth_model *s) {
+    return strcmp(s->model_type, "gemma4") == 0 ? g4_expected(s) : q35_expected(s);
+}
+
 static int all_finite(const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return 0;
@@ -49,42 +77,55 @@ static int positive(const cJSON *o, const char *k) {
     return cJSON_IsNumber(v) && v->valuedouble > 0 && isfinite(v->valuedouble);
 }
 
-int main(void) {
-    const synth_model *tiny = synthetic_find("qwen3_5-tiny");
-    thread_pool *pool = pool_create(2);
+/* Case names that carry the row's name (TEST_CASE keeps the pointer until
+ * the case ends; one case at a time). */
+static const char *named(const char *model, const char *what) {
+    static char buf[256];
+    snprintf(buf, sizeof buf, "%s: %s", model, what);
+    return buf;
+}
 
-    for (TEST_CASE("table: rows found by name, the test row marked, unknown names refused")) {
-        CHECK(tiny && tiny->for_tests);
-        const synth_model *m08 = synthetic_find("qwen3_5-0.8b");
-        CHECK(m08 && !m08->for_tests && m08->hidden == 1024 && m08->n_layers == 24 && m08->vocab == 248320);
-        CHECK(synthetic_find("nosuch") == NULL && synthetic_find(NULL) == NULL);
-        CHECK(strstr(synthetic_names(), "qwen3_5-0.8b") && strstr(synthetic_names(), "qwen3_5-tiny (tests only)"));
-        CHECK(synthetic_at(synthetic_count()) == NULL);
-    }
-    for (TEST_CASE("decode bytes of every row equal the sum over the architecture's matrices")) {
-        for (size_t i = 0; i < synthetic_count(); i++) {
-            const synth_model *s = synthetic_at(i);
-            CHECKF(synthetic_decode_bytes(s) == q35_expected(s), "%s: %llu, expected %llu", s->name,
-                   (unsigned long long)synthetic_decode_bytes(s), (unsigned long long)q35_expected(s));
-        }
-    }
-    if (!tiny) return test_finish();
-
-    model_dir *md = NULL;
-    lm_model *m = NULL;
-    uint64_t image = 0;
-    for (TEST_CASE("qwen3_5-tiny: built in memory, loaded by lm_load_dir")) {
-        CHECKF(synthetic_model_dir(tiny, 1, pool, &md, &image, &e) == OPTIQ_OK, "%s", e.message);
-        if (!md) break;
-        CHECK(strcmp(model_dir_path(md), "<memory>") == 0 && model_dir_shard_count(md) == 1);
-        /* embed (3) + norm; linear layer: 2 norms, 5 matrices, conv, A_log, dt_bias, norm;
-         * full layer: 2 norms, 4 matrices, q/k norms; 3 MLP matrices each */
-        CHECKF(model_dir_tensor_count(md) == 4 + 21 + 16 + 18, "%zu tensors", model_dir_tensor_count(md));
-        CHECK(model_dir_tower_file_bytes(md) == image);
+/* Family-specific tensors of a built tiny row (md not yet loaded). */
+static void check_family_tensors(const synth_model *s, const model_dir *md) {
+    if (strcmp(s->model_type, "qwen3_5") == 0) {
         const st_tensor *a = model_dir_find(md, "language_model.model.layers.0.linear_attn.A_log", NULL);
         CHECK(a && a->dtype == DT_F32);
         const st_tensor *cv = model_dir_find(md, "language_model.model.layers.0.linear_attn.conv1d.weight", NULL);
-        CHECK(cv && cv->ndim == 3 && cv->shape[1] == tiny->conv_k && cv->shape[2] == 1);
+        CHECK(cv && cv->ndim == 3 && cv->shape[1] == s->conv_k && cv->shape[2] == 1);
+        return;
+    }
+    /* gemma4-tiny: layers 0-2 own K/V (2 full), 3-5 shared (5 full) */
+    const st_tensor *ls = model_dir_find(md, "language_model.model.layers.0.layer_scalar", NULL);
+    CHECK(ls && ls->dtype == DT_BF16 && ls->ndim == 1 && ls->shape[0] == 1);
+    const st_tensor *pt = model_dir_find(md, "language_model.model.embed_tokens_per_layer.scales", NULL);
+    CHECK(pt && pt->shape[0] == s->vocab_ple && pt->shape[1] == s->n_layers * s->ple / s->group_size);
+    const st_tensor *q = model_dir_find(md, "language_model.model.layers.2.self_attn.q_proj.scales", NULL);
+    CHECK(q && q->shape[0] == s->n_heads * s->global_head_dim);
+    q = model_dir_find(md, "language_model.model.layers.1.self_attn.q_proj.scales", NULL);
+    CHECK(q && q->shape[0] == s->n_heads * s->head_dim);
+    CHECK(model_dir_find(md, "language_model.model.layers.2.self_attn.v_proj.weight", NULL));
+    CHECK(!model_dir_find(md, "language_model.model.layers.3.self_attn.k_proj.weight", NULL));
+    CHECK(!model_dir_find(md, "language_model.model.layers.5.self_attn.k_norm.weight", NULL));
+    const st_tensor *g = model_dir_find(md, "language_model.model.layers.3.mlp.gate_proj.scales", NULL);
+    CHECK(g && g->shape[0] == 2 * s->inter);
+    g = model_dir_find(md, "language_model.model.layers.2.mlp.gate_proj.scales", NULL);
+    CHECK(g && g->shape[0] == s->inter);
+}
+
+/* Build, load, run and benchmark one tiny row; n_tensors: what the folder holds. */
+static void tiny_cases(const synth_model *tiny, size_t n_tensors, thread_pool *pool) {
+    model_dir *md = NULL;
+    lm_model *m = NULL;
+    uint64_t image = 0;
+    const char *nm = tiny->name;
+    for (TEST_CASE(named(nm, "built in memory, loaded by lm_load_dir"))) {
+        CHECKF(synthetic_model_dir(tiny, 1, pool, &md, &image, &e) == OPTIQ_OK, "%s", e.message);
+        if (!md) break;
+        CHECK(strcmp(model_dir_path(md), "<memory>") == 0 && model_dir_shard_count(md) == 1);
+        CHECKF(model_dir_tensor_count(md) == n_tensors, "%zu tensors, expected %zu", model_dir_tensor_count(md),
+               n_tensors);
+        CHECK(model_dir_tower_file_bytes(md) == image);
+        check_family_tensors(tiny, md);
         /* data in name order, starting 64-byte aligned */
         CHECK(((uintptr_t)model_dir_tensor_at(md, 0, NULL)->data & 63) == 0);
         CHECKF(lm_load_dir(md, &m, &e) == OPTIQ_OK, "%s", e.message); /* owns md from here */
@@ -93,14 +134,15 @@ int main(void) {
         const lm_info *in = lm_get_info(m);
         CHECK(in->vocab_size == tiny->vocab && in->hidden_size == tiny->hidden && in->n_layers == tiny->n_layers);
         CHECK(in->tied_embeddings == 1);
+        CHECK(strcmp(in->family, tiny->model_type) == 0);
     }
-    for (TEST_CASE("qwen3_5-tiny: lm_decode_bytes equals the sum from the shapes")) {
+    for (TEST_CASE(named(nm, "lm_decode_bytes equals the sum from the shapes"))) {
         CHECK(m);
         if (!m) break;
-        CHECKF(lm_decode_bytes(m) == q35_expected(tiny), "%llu, expected %llu", (unsigned long long)lm_decode_bytes(m),
-               (unsigned long long)q35_expected(tiny));
+        CHECKF(lm_decode_bytes(m) == expected(tiny), "%llu, expected %llu", (unsigned long long)lm_decode_bytes(m),
+               (unsigned long long)expected(tiny));
     }
-    for (TEST_CASE("qwen3_5-tiny: prefill and greedy decode give finite, non-constant logits")) {
+    for (TEST_CASE(named(nm, "prefill and greedy decode give finite, non-constant logits"))) {
         CHECK(m);
         if (!m) break;
         int64_t V = tiny->vocab, T = 24;
@@ -129,7 +171,7 @@ int main(void) {
         free(lg);
         lm_cache_free(c);
     }
-    for (TEST_CASE("qwen3_5-tiny: the same seed gives the same weights, another seed others")) {
+    for (TEST_CASE(named(nm, "the same seed gives the same weights, another seed others"))) {
         model_dir *a = NULL, *b = NULL, *d = NULL;
         CHECK(synthetic_model_dir(tiny, 7, NULL, &a, NULL, &e) == OPTIQ_OK);
         CHECK(synthetic_model_dir(tiny, 7, pool, &b, NULL, &e) == OPTIQ_OK);
@@ -145,10 +187,10 @@ int main(void) {
     }
     lm_free(m);
 
-    for (TEST_CASE("optiq_bench_run: synthetic qwen3_5-tiny reports every documented figure")) {
+    for (TEST_CASE(named(nm, "optiq_bench_run reports every documented figure"))) {
         optiq_bench_params p = optiq_bench_default();
         CHECK(p.synthetic == NULL && p.prefill_tokens == 512 && p.decode_tokens == 128);
-        p.synthetic = "qwen3_5-tiny";
+        p.synthetic = nm;
         p.max_threads = 2;
         p.prefill_tokens = 20;
         p.decode_tokens = 4;
@@ -157,13 +199,13 @@ int main(void) {
         cJSON *d = text ? cJSON_Parse(text) : NULL;
         const cJSON *s = get(d, "synthetic"), *r;
         CHECK(s && get(d, "qmatvec") == NULL && cJSON_GetArraySize(get(d, "memory_read_bandwidth")) == 2);
-        CHECK(cJSON_IsString(get(s, "model")) && strcmp(get(s, "model")->valuestring, "qwen3_5-tiny") == 0);
+        CHECK(cJSON_IsString(get(s, "model")) && strcmp(get(s, "model")->valuestring, nm) == 0);
         const char *keys[] = {"matrix_parameters", "weight_bytes", "decode_bytes_per_token", "load_peak_rss_bytes",
                               "prompt_tokens", "prefill_chunk", "decode_tokens"};
         CHECK(cJSON_IsNumber(get(s, "weights_rss_bytes"))); /* a few kB here: may be 0 when freed pages are reused */
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) CHECKF(positive(s, keys[i]), "%s", keys[i]);
         CHECK(get(s, "decode_tokens")->valuedouble == 4 && get(s, "prompt_tokens")->valuedouble == 20);
-        CHECK(get(s, "decode_bytes_per_token")->valuedouble == (double)q35_expected(tiny));
+        CHECK(get(s, "decode_bytes_per_token")->valuedouble == (double)expected(tiny));
         CHECK(cJSON_IsTrue(get(s, "logits_finite")));
         CHECK(cJSON_GetArraySize(get(s, "runs")) == 2);
         int k = 0;
@@ -179,12 +221,98 @@ int main(void) {
         cJSON_Delete(d);
         optiq_free(text);
     }
+}
+
+int main(void) {
+    const synth_model *qtiny = synthetic_find("qwen3_5-tiny"), *gtiny = synthetic_find("gemma4-tiny");
+    thread_pool *pool = pool_create(2);
+
+    for (TEST_CASE("table: rows found by name, the test rows marked, unknown names refused")) {
+        CHECK(qtiny && qtiny->for_tests && gtiny && gtiny->for_tests);
+        const synth_model *m08 = synthetic_find("qwen3_5-0.8b");
+        CHECK(m08 && !m08->for_tests && m08->hidden == 1024 && m08->n_layers == 24 && m08->vocab == 248320);
+        const synth_model *e2b = synthetic_find("gemma4-e2b");
+        CHECK(e2b && !e2b->for_tests && e2b->hidden == 1536 && e2b->n_layers == 35 && e2b->vocab == 262144 &&
+              e2b->kv_shared == 20 && e2b->ple == 256 && e2b->global_head_dim == 512);
+        CHECK(synthetic_find("nosuch") == NULL && synthetic_find(NULL) == NULL);
+        CHECK(strstr(synthetic_names(), "qwen3_5-0.8b") && strstr(synthetic_names(), "qwen3_5-tiny (tests only)"));
+        CHECK(strstr(synthetic_names(), "gemma4-e2b") && strstr(synthetic_names(), "gemma4-tiny (tests only)"));
+        CHECK(synthetic_at(synthetic_count()) == NULL);
+    }
+    for (TEST_CASE("gemma4-e2b: config.json has E2B's layer kinds, RoPE and soft-cap")) {
+        const synth_model *e2b = synthetic_find("gemma4-e2b");
+        char *text = e2b ? synthetic_config_json(e2b) : NULL;
+        cJSON *c = text ? cJSON_Parse(text) : NULL;
+        const cJSON *t = get(c, "text_config"), *lt = get(t, "layer_types");
+        CHECK(c && strcmp(get(c, "model_type")->valuestring, "gemma4") == 0 &&
+              strcmp(get(t, "model_type")->valuestring, "gemma4_text") == 0);
+        CHECK(cJSON_GetArraySize(lt) == 35);
+        for (int i = 0; i < cJSON_GetArraySize(lt); i++) {
+            const char *k = cJSON_GetArrayItem(lt, i)->valuestring;
+            CHECKF(strcmp(k, i % 5 == 4 ? "full_attention" : "sliding_attention") == 0, "layer_types[%d] %s", i, k);
+        }
+        const cJSON *rp = get(t, "rope_parameters");
+        const cJSON *rf = get(rp, "full_attention"), *rs = get(rp, "sliding_attention");
+        CHECK(rf && strcmp(get(rf, "rope_type")->valuestring, "proportional") == 0 &&
+              get(rf, "rope_theta")->valuedouble == 1e6 && get(rf, "partial_rotary_factor")->valuedouble == 0.25);
+        CHECK(rs && strcmp(get(rs, "rope_type")->valuestring, "default") == 0 &&
+              get(rs, "rope_theta")->valuedouble == 1e4);
+        CHECK(get(t, "final_logit_softcapping")->valuedouble == 30 && get(t, "sliding_window")->valuedouble == 512 &&
+              get(t, "vocab_size_per_layer_input")->valuedouble == 262144 &&
+              cJSON_IsTrue(get(t, "use_double_wide_mlp")) && cJSON_IsFalse(get(t, "attention_k_eq_v")));
+        cJSON_Delete(c);
+        free(text);
+    }
+    for (TEST_CASE("decode bytes of every row equal the sum over the architecture's matrices")) {
+        for (size_t i = 0; i < synthetic_count(); i++) {
+            const synth_model *s = synthetic_at(i);
+            CHECKF(synthetic_decode_bytes(s) == expected(s), "%s: %llu, expected %llu", s->name,
+                   (unsigned long long)synthetic_decode_bytes(s), (unsigned long long)expected(s));
+        }
+    }
+    /* qwen3_5-tiny: embed (3) + norm; linear layer: 2 norms, 5 matrices, conv,
+     * A_log, dt_bias, norm; full layer: 2 norms, 4 matrices, q/k norms; 3 MLP
+     * matrices each */
+    if (qtiny) tiny_cases(qtiny, 4 + 21 + 16 + 18, pool);
+    /* gemma4-tiny: embed, PLE table, PLE projection (3 each) + 2 norms; every
+     * layer 4 norms, q/o (6), q_norm, MLP (9), PLE gate/projection (6) + norm,
+     * layer_scalar = 28; the 3 K/V owners k/v (6) + k_norm more */
+    if (gtiny) tiny_cases(gtiny, 11 + 6 * 28 + 3 * 7, pool);
+
+    for (TEST_CASE("gemma4-tiny with K-eq-V full layers: loads, decode bytes agree, decode finite")) {
+        if (!gtiny) break;
+        synth_model kv = *gtiny; /* full layers: 1 global KV head, no v_proj; sliding: 2 KV heads */
+        kv.name = "gemma4-tiny-keqv";
+        kv.k_eq_v = 1, kv.n_kv_heads = 2, kv.n_global_kv_heads = 1;
+        model_dir *md = NULL;
+        lm_model *m = NULL;
+        CHECKF(synthetic_model_dir(&kv, 3, pool, &md, NULL, &e) == OPTIQ_OK, "%s", e.message);
+        if (!md) break;
+        CHECK(!model_dir_find(md, "language_model.model.layers.2.self_attn.v_proj.weight", NULL));
+        const st_tensor *k = model_dir_find(md, "language_model.model.layers.2.self_attn.k_proj.scales", NULL);
+        CHECK(k && k->shape[0] == kv.global_head_dim);
+        CHECKF(lm_load_dir(md, &m, &e) == OPTIQ_OK, "%s", e.message);
+        if (!m) break;
+        CHECKF(lm_decode_bytes(m) == expected(&kv) && synthetic_decode_bytes(&kv) == expected(&kv),
+               "%llu, %llu, expected %llu", (unsigned long long)lm_decode_bytes(m),
+               (unsigned long long)synthetic_decode_bytes(&kv), (unsigned long long)expected(&kv));
+        lm_cache *c = NULL;
+        float lg[256];
+        int32_t tok[12];
+        for (int i = 0; i < 12; i++) tok[i] = (int32_t)(i * 29 % kv.vocab);
+        CHECKF(lm_cache_new(m, 16, &c, &e) == OPTIQ_OK, "%s", e.message);
+        lm_forward_args a = {tok, NULL, 12, NULL, lg, 0, NULL, NULL};
+        if (c) CHECKF(lm_forward(m, c, pool, &a, &e) == OPTIQ_OK && all_finite(lg, kv.vocab), "%s", e.message);
+        lm_cache_free(c);
+        lm_free(m);
+    }
     for (TEST_CASE("optiq_bench_run: unknown synthetic name fails, listing the known ones")) {
         optiq_bench_params p = optiq_bench_default();
         p.synthetic = "nosuch";
         char *text = NULL;
         CHECK(optiq_bench_run(&p, &text, &e) == OPTIQ_ERR_INVALID_ARG && text == NULL);
-        CHECKF(strstr(e.message, "'nosuch'") && strstr(e.message, "qwen3_5-0.8b"), "%s", e.message);
+        CHECKF(strstr(e.message, "'nosuch'") && strstr(e.message, "qwen3_5-0.8b") && strstr(e.message, "gemma4-e2b"),
+               "%s", e.message);
         p.synthetic = "qwen3_5-tiny";
         p.prefill_tokens = 4000;
         p.decode_tokens = 200; /* past the tiny row's 4096 positions */

@@ -13,9 +13,9 @@
 
 /* ---- the table ---------------------------------------------------------- */
 
-/* Qwen3.5 rows: shapes from ../shared/spec/qwen3_5.md §1.5 (config.json of
- * the released checkpoints); rope and eps are shared by the family. A new
- * size is a row. */
+/* Shapes from the released checkpoints' config.json (Qwen3.5:
+ * ../shared/spec/qwen3_5.md §1.5; Gemma-4: gemma4.md §2); eps and the
+ * rest a family shares are in its config builder. A new size is a row. */
 static const synth_model MODELS[] = {
     {.name = "qwen3_5-0.8b", .model_type = "qwen3_5", .hidden = 1024, .n_layers = 24, .inter = 3584,
      .vocab = 248320, .n_heads = 8, .n_kv_heads = 2, .head_dim = 256, .lk_heads = 16, .lv_heads = 16,
@@ -27,6 +27,23 @@ static const synth_model MODELS[] = {
      .vocab = 256, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16, .lk_heads = 2, .lv_heads = 4, .lk_dim = 16,
      .lv_dim = 16, .conv_k = 4, .full_attention_interval = 2, .max_position = 4096, .tie = 1,
      .rope_theta = 10000000.0, .partial_rotary = 0.25, .mrope = {2, 1, 1}, .bits = 4, .group_size = 64},
+    /* Gemma-4 E2B text tower (spec gemma4.md §2.1, §2.8: the config.json of
+     * google/gemma-4-e2b): PLE, the last 20 layers KV-shared with a
+     * double-wide MLP, every 5th layer full attention (4, 9, 14, ...). */
+    {.name = "gemma4-e2b", .model_type = "gemma4", .hidden = 1536, .n_layers = 35, .inter = 6144, .vocab = 262144,
+     .n_heads = 8, .n_kv_heads = 1, .head_dim = 256, .global_head_dim = 512, .kv_shared = 20, .ple = 256,
+     .vocab_ple = 262144, .sliding_window = 512, .full_attention_interval = 5, .double_wide = 1,
+     .max_position = 131072, .tie = 1, .rope_theta = 1000000.0, .partial_rotary = 0.25, .rope_local_theta = 10000.0,
+     .softcap = 30.0, .bits = 4, .group_size = 64},
+    /* Test-only: both layer kinds among the K/V owners (0-2) and among the
+     * KV-shared layers (3-5: 3 and 4 read layer 1, 5 reads layer 2), PLE,
+     * the double-wide MLP, a window of 8 that a 24-token prompt wraps. P is 64
+     * (not smaller) so per_layer_projection [H, P] splits into whole groups. */
+    {.name = "gemma4-tiny", .model_type = "gemma4", .for_tests = 1, .hidden = 64, .n_layers = 6, .inter = 128,
+     .vocab = 256, .n_heads = 4, .n_kv_heads = 1, .head_dim = 16, .global_head_dim = 32, .kv_shared = 3, .ple = 64,
+     .vocab_ple = 256, .sliding_window = 8, .full_attention_interval = 3, .double_wide = 1, .max_position = 4096,
+     .tie = 1, .rope_theta = 1000000.0, .partial_rotary = 0.25, .rope_local_theta = 10000.0, .softcap = 30.0,
+     .bits = 4, .group_size = 64},
 };
 #define N_MODELS (sizeof MODELS / sizeof MODELS[0])
 
@@ -52,6 +69,9 @@ const char *synthetic_names(void) {
 
 /* ---- tensor lists ------------------------------------------------------- */
 
+/* What one decode step reads of a tensor. */
+enum { DECODE_NONE, DECODE_ALL /* a matrix the token multiplies with */, DECODE_ROW /* one row: a table lookup */ };
+
 typedef enum fill_kind { FILL_CODES, FILL_SCALES, FILL_BIASES, FILL_ONES, FILL_ZEROS, FILL_A_LOG, FILL_CONV } fill_kind;
 
 typedef struct syn_tensor {
@@ -60,7 +80,7 @@ typedef struct syn_tensor {
     int ndim;
     int64_t shape[3];
     fill_kind fill;
-    int decode;        /* read by every decode step (a matrix the token multiplies with) */
+    int decode;        /* DECODE_*: what of it every decode step reads */
     uint64_t stream;   /* PRNG stream: hash of the module (scales and biases share it) */
     uint8_t *data;     /* in the image, once laid out */
     uint64_t nelem;
@@ -139,37 +159,37 @@ static void q35_tensors(tlist *l) {
     int64_t H = s->hidden, key_dim = s->lk_heads * s->lk_dim, value_dim = s->lv_heads * s->lv_dim;
     int64_t conv_dim = 2 * key_dim + value_dim, D = s->head_dim;
     snprintf(n, sizeof n, "%sembed_tokens", P);
-    add_linear(l, n, s->vocab, H, s->tie); /* read per token only as the tied head */
+    add_linear(l, n, s->vocab, H, s->tie ? DECODE_ALL : DECODE_NONE); /* read per token only as the tied head */
     snprintf(n, sizeof n, "%snorm.weight", P);
-    add(l, n, DT_BF16, 1, H, 0, 0, FILL_ONES, 0);
-    if (!s->tie) add_linear(l, "language_model.lm_head", s->vocab, H, 1);
+    add(l, n, DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
+    if (!s->tie) add_linear(l, "language_model.lm_head", s->vocab, H, DECODE_ALL);
     for (int64_t i = 0; i < s->n_layers; i++) {
         char L[128];
         snprintf(L, sizeof L, "%slayers.%lld.", P, (long long)i);
 #define NAME(suffix) (snprintf(n, sizeof n, "%s%s", L, suffix), n)
-        add(l, NAME("input_layernorm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, 0);
-        add(l, NAME("post_attention_layernorm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, 0);
+        add(l, NAME("input_layernorm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
+        add(l, NAME("post_attention_layernorm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
         if ((i + 1) % s->full_attention_interval != 0) {
-            add_linear(l, NAME("linear_attn.in_proj_qkv"), conv_dim, H, 1);
-            add_linear(l, NAME("linear_attn.in_proj_z"), value_dim, H, 1);
-            add_linear(l, NAME("linear_attn.in_proj_b"), s->lv_heads, H, 1);
-            add_linear(l, NAME("linear_attn.in_proj_a"), s->lv_heads, H, 1);
-            add_linear(l, NAME("linear_attn.out_proj"), H, value_dim, 1);
-            add(l, NAME("linear_attn.conv1d.weight"), DT_BF16, 3, conv_dim, s->conv_k, 1, FILL_CONV, 0);
-            add(l, NAME("linear_attn.A_log"), DT_F32, 1, s->lv_heads, 0, 0, FILL_A_LOG, 0);
-            add(l, NAME("linear_attn.dt_bias"), DT_BF16, 1, s->lv_heads, 0, 0, FILL_ZEROS, 0);
-            add(l, NAME("linear_attn.norm.weight"), DT_BF16, 1, s->lv_dim, 0, 0, FILL_ONES, 0);
+            add_linear(l, NAME("linear_attn.in_proj_qkv"), conv_dim, H, DECODE_ALL);
+            add_linear(l, NAME("linear_attn.in_proj_z"), value_dim, H, DECODE_ALL);
+            add_linear(l, NAME("linear_attn.in_proj_b"), s->lv_heads, H, DECODE_ALL);
+            add_linear(l, NAME("linear_attn.in_proj_a"), s->lv_heads, H, DECODE_ALL);
+            add_linear(l, NAME("linear_attn.out_proj"), H, value_dim, DECODE_ALL);
+            add(l, NAME("linear_attn.conv1d.weight"), DT_BF16, 3, conv_dim, s->conv_k, 1, FILL_CONV, DECODE_NONE);
+            add(l, NAME("linear_attn.A_log"), DT_F32, 1, s->lv_heads, 0, 0, FILL_A_LOG, DECODE_NONE);
+            add(l, NAME("linear_attn.dt_bias"), DT_BF16, 1, s->lv_heads, 0, 0, FILL_ZEROS, DECODE_NONE);
+            add(l, NAME("linear_attn.norm.weight"), DT_BF16, 1, s->lv_dim, 0, 0, FILL_ONES, DECODE_NONE);
         } else {
-            add_linear(l, NAME("self_attn.q_proj"), 2 * s->n_heads * D, H, 1); /* query | gate per head */
-            add_linear(l, NAME("self_attn.k_proj"), s->n_kv_heads * D, H, 1);
-            add_linear(l, NAME("self_attn.v_proj"), s->n_kv_heads * D, H, 1);
-            add_linear(l, NAME("self_attn.o_proj"), H, s->n_heads * D, 1);
-            add(l, NAME("self_attn.q_norm.weight"), DT_BF16, 1, D, 0, 0, FILL_ONES, 0);
-            add(l, NAME("self_attn.k_norm.weight"), DT_BF16, 1, D, 0, 0, FILL_ONES, 0);
+            add_linear(l, NAME("self_attn.q_proj"), 2 * s->n_heads * D, H, DECODE_ALL); /* query | gate per head */
+            add_linear(l, NAME("self_attn.k_proj"), s->n_kv_heads * D, H, DECODE_ALL);
+            add_linear(l, NAME("self_attn.v_proj"), s->n_kv_heads * D, H, DECODE_ALL);
+            add_linear(l, NAME("self_attn.o_proj"), H, s->n_heads * D, DECODE_ALL);
+            add(l, NAME("self_attn.q_norm.weight"), DT_BF16, 1, D, 0, 0, FILL_ONES, DECODE_NONE);
+            add(l, NAME("self_attn.k_norm.weight"), DT_BF16, 1, D, 0, 0, FILL_ONES, DECODE_NONE);
         }
-        add_linear(l, NAME("mlp.gate_proj"), s->inter, H, 1);
-        add_linear(l, NAME("mlp.up_proj"), s->inter, H, 1);
-        add_linear(l, NAME("mlp.down_proj"), H, s->inter, 1);
+        add_linear(l, NAME("mlp.gate_proj"), s->inter, H, DECODE_ALL);
+        add_linear(l, NAME("mlp.up_proj"), s->inter, H, DECODE_ALL);
+        add_linear(l, NAME("mlp.down_proj"), H, s->inter, DECODE_ALL);
 #undef NAME
     }
 }
@@ -216,6 +236,137 @@ static cJSON *q35_config(const synth_model *s) {
     return c;
 }
 
+/* ---- family: gemma4 ----------------------------------------------------- */
+
+/* Per-layer shapes, spec gemma4.md §2.2 (what gemma4.c's derive_layers derives). */
+typedef struct g4_shape {
+    int full, owner, keqv;  /* owner: not KV-shared, holds k_proj (and v_proj unless keqv) */
+    int64_t d, n_kv, inter; /* head size, KV heads, MLP width */
+} g4_shape;
+
+static g4_shape g4_layer_shape(const synth_model *s, int64_t i) {
+    g4_shape g;
+    g.full = (i + 1) % s->full_attention_interval == 0;
+    g.d = g.full && s->global_head_dim ? s->global_head_dim : s->head_dim;
+    g.keqv = s->k_eq_v && g.full;
+    g.n_kv = g.keqv && s->n_global_kv_heads > 0 ? s->n_global_kv_heads : s->n_kv_heads;
+    g.owner = !(s->kv_shared > 0 && i >= s->n_layers - s->kv_shared);
+    g.inter = s->inter * (s->double_wide && !g.owner ? 2 : 1);
+    return g;
+}
+
+/* The tensors of an MLX-converted Gemma-4 text tower (the names and shapes
+ * gemma4.c's g4_load / bind_layer bind; spec §3.2): every nn.Linear and both
+ * embeddings quantized (mlx-lm's convert quantizes embed_tokens_per_layer as
+ * a QuantizedEmbedding too, spec §10); norms and layer_scalar bf16. KV-shared
+ * layers carry no k_proj / v_proj / k_norm (the converters drop them). No MoE
+ * (enable_moe_block): no row needs it. */
+static void g4_tensors(tlist *l) {
+    const synth_model *s = l->s;
+    const char *P = "language_model.model.";
+    char n[256];
+    int64_t H = s->hidden, NP = s->n_layers * s->ple;
+    snprintf(n, sizeof n, "%sembed_tokens", P);
+    add_linear(l, n, s->vocab, H, s->tie ? DECODE_ALL : DECODE_NONE); /* read per token only as the tied head */
+    snprintf(n, sizeof n, "%snorm.weight", P);
+    add(l, n, DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
+    if (!s->tie) add_linear(l, "language_model.lm_head", s->vocab, H, DECODE_ALL);
+    if (s->ple > 0) {
+        snprintf(n, sizeof n, "%sembed_tokens_per_layer", P);
+        add_linear(l, n, s->vocab_ple, NP, DECODE_ROW); /* [V_p, N_L * P]: a token reads its row */
+        snprintf(n, sizeof n, "%sper_layer_model_projection", P);
+        add_linear(l, n, NP, H, DECODE_ALL);
+        snprintf(n, sizeof n, "%sper_layer_projection_norm.weight", P);
+        add(l, n, DT_BF16, 1, s->ple, 0, 0, FILL_ONES, DECODE_NONE);
+    }
+    for (int64_t i = 0; i < s->n_layers; i++) {
+        g4_shape g = g4_layer_shape(s, i);
+        char L[128];
+        snprintf(L, sizeof L, "%slayers.%lld.", P, (long long)i);
+#define NAME(suffix) (snprintf(n, sizeof n, "%s%s", L, suffix), n)
+        add(l, NAME("input_layernorm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
+        add(l, NAME("post_attention_layernorm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
+        add(l, NAME("pre_feedforward_layernorm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
+        add(l, NAME("post_feedforward_layernorm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
+        add_linear(l, NAME("self_attn.q_proj"), s->n_heads * g.d, H, DECODE_ALL);
+        add_linear(l, NAME("self_attn.o_proj"), H, s->n_heads * g.d, DECODE_ALL);
+        add(l, NAME("self_attn.q_norm.weight"), DT_BF16, 1, g.d, 0, 0, FILL_ONES, DECODE_NONE);
+        if (g.owner) {
+            add_linear(l, NAME("self_attn.k_proj"), g.n_kv * g.d, H, DECODE_ALL);
+            if (!g.keqv) add_linear(l, NAME("self_attn.v_proj"), g.n_kv * g.d, H, DECODE_ALL);
+            add(l, NAME("self_attn.k_norm.weight"), DT_BF16, 1, g.d, 0, 0, FILL_ONES, DECODE_NONE);
+        }
+        add_linear(l, NAME("mlp.gate_proj"), g.inter, H, DECODE_ALL);
+        add_linear(l, NAME("mlp.up_proj"), g.inter, H, DECODE_ALL);
+        add_linear(l, NAME("mlp.down_proj"), H, g.inter, DECODE_ALL);
+        if (s->ple > 0) {
+            add_linear(l, NAME("per_layer_input_gate"), s->ple, H, DECODE_ALL);
+            add_linear(l, NAME("per_layer_projection"), H, s->ple, DECODE_ALL);
+            add(l, NAME("post_per_layer_input_norm.weight"), DT_BF16, 1, H, 0, 0, FILL_ONES, DECODE_NONE);
+        }
+        add(l, NAME("layer_scalar"), DT_BF16, 1, 1, 0, 0, FILL_ONES, DECODE_NONE);
+#undef NAME
+    }
+}
+
+static void g4_rope(cJSON *rp, const char *kind, const char *type, double theta, double partial) {
+    cJSON *r = cJSON_AddObjectToObject(rp, kind);
+    cJSON_AddStringToObject(r, "rope_type", type);
+    cJSON_AddNumberToObject(r, "rope_theta", theta);
+    if (partial > 0) cJSON_AddNumberToObject(r, "partial_rotary_factor", partial);
+}
+
+/* config.json as the released Gemma-4 checkpoints have it after mlx-vlm's
+ * convert: model_type gemma4 at the top, the text tower in text_config
+ * (model_type gemma4_text) with an explicit layer_types. */
+static cJSON *g4_config(const synth_model *s) {
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "model_type", s->model_type);
+    cJSON *arch = cJSON_AddArrayToObject(c, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("Gemma4ForConditionalGeneration"));
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tie);
+    cJSON_AddNumberToObject(c, "vocab_size", (double)s->vocab);
+    cJSON *q = cJSON_AddObjectToObject(c, "quantization");
+    cJSON_AddNumberToObject(q, "group_size", s->group_size);
+    cJSON_AddNumberToObject(q, "bits", s->bits);
+    cJSON *t = cJSON_AddObjectToObject(c, "text_config");
+    cJSON_AddStringToObject(t, "model_type", "gemma4_text");
+    cJSON_AddNumberToObject(t, "hidden_size", (double)s->hidden);
+    cJSON_AddNumberToObject(t, "num_hidden_layers", (double)s->n_layers);
+    cJSON_AddNumberToObject(t, "intermediate_size", (double)s->inter);
+    cJSON_AddNumberToObject(t, "num_attention_heads", (double)s->n_heads);
+    cJSON_AddNumberToObject(t, "num_key_value_heads", (double)s->n_kv_heads);
+    if (s->n_global_kv_heads > 0)
+        cJSON_AddNumberToObject(t, "num_global_key_value_heads", (double)s->n_global_kv_heads);
+    else
+        cJSON_AddNullToObject(t, "num_global_key_value_heads"); /* unset: the reference's None */
+    cJSON_AddNumberToObject(t, "head_dim", (double)s->head_dim);
+    cJSON_AddNumberToObject(t, "global_head_dim", (double)s->global_head_dim);
+    cJSON_AddBoolToObject(t, "attention_k_eq_v", s->k_eq_v);
+    cJSON_AddNumberToObject(t, "num_kv_shared_layers", (double)s->kv_shared);
+    cJSON_AddNumberToObject(t, "hidden_size_per_layer_input", (double)s->ple);
+    cJSON_AddNumberToObject(t, "vocab_size", (double)s->vocab);
+    cJSON_AddNumberToObject(t, "vocab_size_per_layer_input", (double)s->vocab_ple);
+    cJSON_AddBoolToObject(t, "use_double_wide_mlp", s->double_wide);
+    cJSON_AddBoolToObject(t, "enable_moe_block", 0);
+    cJSON_AddNumberToObject(t, "sliding_window", (double)s->sliding_window);
+    cJSON_AddNumberToObject(t, "sliding_window_pattern", (double)s->full_attention_interval);
+    cJSON *lt = cJSON_AddArrayToObject(t, "layer_types");
+    for (int64_t i = 0; i < s->n_layers; i++)
+        cJSON_AddItemToArray(lt, cJSON_CreateString(g4_layer_shape(s, i).full ? "full_attention"
+                                                                               : "sliding_attention"));
+    cJSON *rp = cJSON_AddObjectToObject(t, "rope_parameters");
+    g4_rope(rp, "sliding_attention", "default", s->rope_local_theta, 0);
+    g4_rope(rp, "full_attention", "proportional", s->rope_theta, s->partial_rotary);
+    cJSON_AddNumberToObject(t, "rms_norm_eps", 1e-6);
+    if (s->softcap > 0) cJSON_AddNumberToObject(t, "final_logit_softcapping", s->softcap);
+    else cJSON_AddNullToObject(t, "final_logit_softcapping");
+    cJSON_AddBoolToObject(t, "tie_word_embeddings", s->tie);
+    cJSON_AddNumberToObject(t, "max_position_embeddings", (double)s->max_position);
+    cJSON_AddStringToObject(t, "hidden_activation", "gelu_pytorch_tanh");
+    return c;
+}
+
 /* ---- families ----------------------------------------------------------- */
 
 typedef struct synth_family {
@@ -226,6 +377,7 @@ typedef struct synth_family {
 
 static const synth_family FAMILIES[] = {
     {"qwen3_5", q35_tensors, q35_config},
+    {"gemma4", g4_tensors, g4_config},
 };
 
 static const synth_family *family_of(const synth_model *s) {
@@ -259,8 +411,12 @@ uint64_t synthetic_decode_bytes(const synth_model *s) {
     tlist l;
     if (!build_list(s, &l)) return 0;
     uint64_t b = 0;
-    for (size_t i = 0; i < l.n; i++)
-        if (l.t[i].decode) b += l.t[i].nelem * dtype_size(l.t[i].dt);
+    for (size_t i = 0; i < l.n; i++) {
+        const syn_tensor *t = &l.t[i];
+        uint64_t bytes = t->nelem * dtype_size(t->dt);
+        if (t->decode == DECODE_ALL) b += bytes;
+        else if (t->decode == DECODE_ROW) b += bytes / (uint64_t)t->shape[0];
+    }
     tlist_free(&l);
     return b;
 }
