@@ -40,12 +40,14 @@ static void usage(FILE *f) {
             "  --header-timeout S          close a connection whose request headers are not complete\n"
             "                              S seconds after it opened or its previous response ended,\n"
             "                              however slowly bytes keep coming (default 10)\n"
+            "  --body-timeout S            close a connection whose request body is not complete S\n"
+            "                              seconds after its headers (default 60)\n"
             "  --help                      show this help\n");
 }
 
 int cmd_serve(int argc, char **argv) {
     enum { O_MODEL = 1, O_HOST, O_PORT, O_KEY, O_THREADS, O_CTX, O_EXACT, O_REMOTE, O_IMGHOST, O_IMGBYTES, O_TIMEOUT,
-           O_HDR_TIMEOUT };
+           O_HDR_TIMEOUT, O_BODY_TIMEOUT };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"host", required_argument, 0, O_HOST},
                                          {"port", required_argument, 0, O_PORT},
@@ -58,6 +60,7 @@ int cmd_serve(int argc, char **argv) {
                                          {"max-image-bytes", required_argument, 0, O_IMGBYTES},
                                          {"timeout", required_argument, 0, O_TIMEOUT},
                                          {"header-timeout", required_argument, 0, O_HDR_TIMEOUT},
+                                         {"body-timeout", required_argument, 0, O_BODY_TIMEOUT},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     server_config cfg;
@@ -114,6 +117,10 @@ int cmd_serve(int argc, char **argv) {
         case O_HDR_TIMEOUT:
             if (cli_parse_int("serve", "--header-timeout", optarg, 1, 86400, &v)) return 2;
             cfg.header_timeout_s = (unsigned)v;
+            break;
+        case O_BODY_TIMEOUT:
+            if (cli_parse_int("serve", "--body-timeout", optarg, 1, 86400, &v)) return 2;
+            cfg.body_timeout_s = (unsigned)v;
             break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage_error("serve", "option '%s' needs a value", argv[optind - 1]);

@@ -768,6 +768,34 @@ int main(void) {
         http_server_stop(s6, 500);
     }
 
+    for (TEST_CASE("body deadline: a trickled body is cut off, not extended by each byte")) {
+        http_config cfg = test_config();
+        cfg.timeout_s = 3;          // idle timeout alone would keep a trickle going
+        cfg.header_timeout_s = 5;
+        cfg.body_timeout_s = 1;
+        http_server *s7 = start(cfg);
+        CHECK(s7);
+        int p7 = s7 ? http_server_port(s7) : 0;
+        conn *c = conn_open(p7);
+        send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n");
+        double t0 = now_ms();
+        int i = 0, closed = 0;
+        while (i < 40 && now_ms() - t0 < 5000) {
+            if (send(c->fd, "x", 1, MSG_NOSIGNAL) != 1) { closed = 1; break; }
+            i++;
+            conn_timeout(c, 250);
+            char b[64];
+            ssize_t n = recv(c->fd, b, sizeof b, 0);
+            if (n == 0 || (n < 0 && errno == ECONNRESET)) { closed = 1; break; }
+        }
+        double dt = now_ms() - t0;
+        CHECKF(closed && dt > 800 && dt < 2500, "closed %d after %.0f ms and %d bytes", closed, dt, i);
+        conn_close(c);
+        // a body sent at once is not affected, and the response may take longer than the deadline
+        CHECK(get_status(p7, "/hello") == 200);
+        http_server_stop(s7, 500);
+    }
+
     for (TEST_CASE("bad host is refused; IPv6 loopback works")) {
         http_config cfg = test_config();
         cfg.host = "not-an-address";

@@ -10,14 +10,16 @@
  *   on_request end  call the handler, queue its response;
  *   on_completed    log line, drop the request's stream reference, free.
  *
- * Header deadline: every connection has a conn_state (MHD's socket context,
- * made in on_connection) on the server's list. While it waits for a request's
- * headers (from accept, or from the end of the previous response on a
- * keep-alive connection, until on_request #1) it carries an absolute
- * deadline; the watchdog thread shuts down the socket of a connection past it,
- * so MHD's own thread sees the peer gone and closes it. The deadline is set
- * once per request and never moved by incoming bytes, so trickling a header
- * byte at a time cannot extend it (MHD's idle timeout alone would let it).
+ * Header and body deadlines: every connection has a conn_state (MHD's socket
+ * context, made in on_connection) on the server's list. While it waits for a
+ * request's headers (from accept, or from the end of the previous response on
+ * a keep-alive connection, until on_request #1) and then for its body (until
+ * the request is complete) it carries an absolute deadline; the watchdog
+ * thread shuts down the socket of a connection past it, so MHD's own thread
+ * sees the peer gone and closes it. Each deadline is set once and never moved
+ * by incoming bytes, so trickling a byte at a time cannot extend it (MHD's
+ * idle timeout alone would let it). While the handler runs and the response
+ * goes out there is none (a long generation is not cut).
  *
  * A stream has three owners, counted in `refs`: the producer (until
  * http_stream_close), the MHD response (until stream_free_cb) and the request
@@ -68,7 +70,7 @@ struct http_server {
 /* One per connection, from MHD_CONNECTION_NOTIFY_STARTED to _CLOSED. */
 struct conn_state {
     int fd;
-    int waiting;                 // waiting for a request's headers: deadline applies
+    int waiting;                 // receiving a request's headers or body: deadline applies
     struct timespec deadline;    // CLOCK_MONOTONIC
     conn_state *prev, *next;
 };
@@ -126,6 +128,7 @@ http_config http_config_default(void) {
     c.max_connections = 64;
     c.timeout_s = 30;
     c.header_timeout_s = 10;
+    c.body_timeout_s = 60;
     c.stream_queue = (size_t)64 << 10;
     return c;
 }
@@ -382,17 +385,29 @@ http_stream *http_respond_stream(http_request *r, int status) {
 
 /* ---- header deadline ---- */
 
-/* Start the header deadline of c (server lock held). */
-static void conn_wait_headers(http_server *srv, conn_state *c) {
-    c->waiting = 1;
-    deadline_in(&c->deadline, (long)srv->cfg.header_timeout_s * 1000);
-    pthread_cond_signal(&srv->wd_cv);
-}
-
 static conn_state *conn_of(struct MHD_Connection *conn) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return ci ? ci->socket_context : NULL;
 }
+
+/* Start a deadline of c, seconds from now (server lock held). */
+static void conn_deadline(http_server *srv, conn_state *c, unsigned seconds) {
+    c->waiting = 1;
+    deadline_in(&c->deadline, (long)seconds * 1000);
+    pthread_cond_signal(&srv->wd_cv);
+}
+
+static void conn_wait_headers(http_server *srv, conn_state *c) { conn_deadline(srv, c, srv->cfg.header_timeout_s); }
+
+/* No deadline while the handler runs and the response goes out (server lock not held). */
+static void conn_no_deadline(http_server *srv, struct MHD_Connection *conn) {
+    conn_state *c = conn_of(conn);
+    if (!c) return;
+    pthread_mutex_lock(&srv->mu);
+    c->waiting = 0;
+    pthread_mutex_unlock(&srv->mu);
+}
+
 
 static int ts_before(const struct timespec *a, const struct timespec *b) {
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
@@ -687,9 +702,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!r->started) {
         r->started = 1;
         conn_state *c = conn_of(conn);
-        if (c) {
+        if (c) {   // headers are in: the body has its own deadline, from now
             pthread_mutex_lock(&srv->mu);
-            c->waiting = 0;   // headers are in: from here the idle timeout governs
+            conn_deadline(srv, c, srv->cfg.body_timeout_s);
             pthread_mutex_unlock(&srv->mu);
         }
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -707,6 +722,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return ret;
     }
+    conn_no_deadline(srv, conn); /* the request is complete: the idle timeout governs from here */
     if (r->too_large) {
         char msg[128];
         snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", srv->cfg.max_body);
@@ -738,6 +754,7 @@ optiq_status http_server_start(const http_config *cfg_in, http_handler handler, 
     if (!cfg.max_connections) cfg.max_connections = def.max_connections;
     if (!cfg.timeout_s) cfg.timeout_s = def.timeout_s;
     if (!cfg.header_timeout_s) cfg.header_timeout_s = def.header_timeout_s;
+    if (!cfg.body_timeout_s) cfg.body_timeout_s = def.body_timeout_s;
     if (!cfg.stream_queue) cfg.stream_queue = def.stream_queue;
     if (!handler) return err_set(err, OPTIQ_ERR_INVALID_ARG, "http: no handler");
     if (cfg.port < 0 || cfg.port > 65535)

@@ -23,9 +23,10 @@
  *
  * Deadlines: MHD's idle timeout (timeout_s) closes a connection without
  * traffic; header_timeout_s bounds the total time a request's headers may
- * take, so a client trickling one byte per period is still cut off (the
- * connection is closed without a response, as for the idle timeout). An
- * idle keep-alive connection counts as waiting for headers.
+ * take and body_timeout_s the total time its body may take after them, so a
+ * client trickling one byte per period is still cut off (the connection is
+ * closed without a response, as for the idle timeout). An idle keep-alive
+ * connection counts as waiting for headers.
  *
  * Errors raised by this layer carry the JSON body
  *     {"error": {"message": "...", "type": "..."}}
@@ -74,6 +75,8 @@ typedef struct http_config {
     unsigned timeout_s;       // idle / partial-request timeout per connection; default 30
     unsigned header_timeout_s;// total time for a request's headers, counted from accept or the end
                               // of the previous response, not extended by bytes; default 10
+    unsigned body_timeout_s;  // total time for a request's body, counted from the end of its headers,
+                              // not extended by bytes; default 60
     size_t stream_queue;      // bytes buffered per stream before writes block; default 64 KiB
     // Body of this layer's own errors (413, 411, 500) for a request path, malloc'd;
     // NULL (or no function): the layer's {"error": {"message", "type"}} body.

@@ -667,6 +667,7 @@ optiq_status server_run(const server_config *cfg, optiq_error *err) {
     hc.port = cfg->port;
     hc.timeout_s = cfg->timeout_s;
     hc.header_timeout_s = cfg->header_timeout_s;
+    hc.body_timeout_s = cfg->body_timeout_s;
     hc.error_body = layer_error_body;
     hc.log_file = stderr;
     if ((st = http_server_start(&hc, handle, &sv, &hs, err)) != OPTIQ_OK) goto done;

@@ -22,6 +22,7 @@ typedef struct server_config {
     int drain_ms;                 /* on SIGINT/SIGTERM, time for requests in flight; 0: 3000 */
     unsigned timeout_s;           /* idle connection timeout; 0: the HTTP layer's 30 s */
     unsigned header_timeout_s;    /* total time for a request's headers; 0: the HTTP layer's 10 s */
+    unsigned body_timeout_s;      /* total time for a request's body; 0: the HTTP layer's 60 s */
     int allow_remote_images;      /* fetch http(s) image URLs (src/server/fetch.h); 0: refuse them */
     const char *const *allow_image_hosts; /* IP literals exempt from the address rules */
     size_t n_allow_image_hosts;
