@@ -369,6 +369,10 @@ typedef struct optiq_generate_params {
     int ignore_eos;             /* 1: EOS tokens do not stop */
     optiq_token_fn on_token;    /* may be NULL */
     void *user;
+    /* Polled (with user) before each prefill call of the prompt, or NULL. Non-zero stops:
+     * the result has no tokens and finish reason "abort", and the session is reset (empty).
+     * (Once tokens are generated, on_token's return value stops.) */
+    int (*should_stop)(void *user);
     const optiq_image *images;  /* images of the prompt (see optiq_session_eval_images), or NULL */
     size_t n_images;
 } optiq_generate_params;

@@ -76,6 +76,9 @@ struct optiq_session {
     int64_t pos_delta; /* text position of a token - its index in the timeline (images make it < 0) */
     int32_t *pos_buf;  /* (3, prefill_chunk) positions of one forward call, when needed */
     float *emb_buf;    /* (prefill_chunk, hidden) input embeddings of one call, when needed */
+    int (*stop_fn)(void *user); /* polled between prefill calls while optiq_generate runs, or NULL */
+    void *stop_user;
+    int aborted;       /* set by feed when stop_fn asked to stop (the session was reset) */
 };
 
 /* A prompt segment with images, tokens [from, from + n) of the timeline:
@@ -349,6 +352,11 @@ static optiq_status feed(optiq_session *s, int split_last, mm_seg *seg, optiq_er
     int64_t pos = lm_cache_pos(s->cache), end = (int64_t)s->n_tokens;
     int64_t body_end = split_last ? end - 1 : end;
     while (pos < end) {
+        if (s->stop_fn && s->stop_fn(s->stop_user)) { /* the caller gave up: an empty, consistent session */
+            optiq_session_reset(s);
+            s->aborted = 1;
+            return OPTIQ_OK;
+        }
         int64_t stop = pos < body_end ? (body_end - pos > e->prefill_chunk ? pos + e->prefill_chunk : body_end) : end;
         if (seg && pos < seg->from && stop > seg->from) stop = seg->from;
         if (seg && pos < seg->from + seg->n && stop > seg->from + seg->n) stop = seg->from + seg->n;
@@ -442,7 +450,7 @@ static optiq_status mm_feed(optiq_session *s, mm_prompt *p, int split_last, opti
     s->n_tokens += p->n;
     s->has_logits = 0;
     optiq_status st = feed(s, split_last, &seg, err);
-    if (!st) s->pos_delta = p->next - (int64_t)s->n_tokens;
+    if (!st && !s->aborted) s->pos_delta = p->next - (int64_t)s->n_tokens;
     return st;
 }
 
@@ -659,6 +667,9 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
     if (st) goto done;
     g.text[0] = 0;
 
+    s->stop_fn = p->should_stop;
+    s->stop_user = p->user;
+    s->aborted = 0;
     if (p->n_images) {
         /* the images expand the prompt: prepare it, then make room again */
         if ((st = mm_prepare(s, prompt, n_prompt, p->images, p->n_images, (size_t)e->context - s->n_tokens - 1, &mp,
@@ -672,7 +683,20 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
         s->n_tokens += n_prompt;
         s->has_logits = 0;
     }
-    if (!s->has_logits && (st = feed(s, 1, NULL, err)) != OPTIQ_OK) goto done;
+    if (!s->aborted && !s->has_logits && (st = feed(s, 1, NULL, err)) != OPTIQ_OK) goto done;
+    s->stop_fn = NULL;
+    if (s->aborted) { /* stopped during the prefill: no tokens, the session is empty */
+        s->aborted = 0;
+        if ((st = split_reasoning(e, 0, "", 0, out, err)) != OPTIQ_OK) goto done;
+        out->tokens = g.tokens;
+        out->text = g.text;
+        out->finish_reason = "abort";
+        out->prompt_tokens = (int64_t)n_prompt;
+        out->prefill_seconds = now_seconds() - t0;
+        g.tokens = NULL;
+        g.text = NULL;
+        goto done;
+    }
     int in_reasoning = reasoning_ids_open(&e->think, s->tokens, s->n_tokens);
 
     const char *finish = NULL;
@@ -750,6 +774,7 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
     g.tokens = NULL;
     g.text = NULL;
 done:
+    s->stop_fn = NULL;
     mm_prompt_free(&mp);
     optiq_detokenizer_free(dt);
     sampler_free(sm);

@@ -391,6 +391,12 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
     return http_stream_cancelled(j->stream);
 }
 
+/* Polled between prefill calls: a client that left (or a stopping server) ends its job early. */
+static int job_stop(void *user) {
+    job *j = user;
+    return http_request_cancelled(j->hreq);
+}
+
 static void run_job(server *sv, job *j) {
     optiq_error err = {0};
     optiq_generate_params p = optiq_generate_default();
@@ -402,6 +408,7 @@ static void run_job(server *sv, job *j) {
     p.n_images = j->req->n_images;
     p.on_token = on_token;
     p.user = j;
+    p.should_stop = job_stop;
     reasoning_split_init(&j->think, &sv->think_tags, j->in_reasoning);
     optiq_session_reset(sv->session);
     optiq_status st = OPTIQ_OK;
