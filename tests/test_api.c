@@ -380,6 +380,20 @@ static void test_bad_bodies(void) {
         }
         printf("     (%zu bad bodies)\n", n);
     }
+    for (TEST_CASE("audio input: a clear \"audio input is not supported\" 400 in both APIs")) {
+        static const struct { api_kind kind; const char *body; } AUDIO[] = {
+            {OC, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\",\"input_audio\":"
+                 "{\"data\":\"AAAA\",\"format\":\"wav\"}}]}]}"},
+            {AM, "{" AU "[{\"type\":\"audio\",\"source\":{\"type\":\"base64\",\"data\":\"AAAA\"}}]}]}"},
+        };
+        for (size_t i = 0; i < 2; i++) {
+            api_request r;
+            api_error e;
+            CHECK(parse(AUDIO[i].kind, AUDIO[i].body, &r, &e) == 400);
+            CHECKF(strstr(e.message, "audio input is not supported") != NULL, "%s", e.message);
+            CHECK(!strcmp(e.param, "messages[0].content[0]"));
+        }
+    }
 }
 
 /* Builds a body with `depth` nested arrays inside a message's content. */

@@ -152,7 +152,7 @@ static void tiny_cases(const synth_model *tiny, size_t n_tensors, thread_pool *p
         int32_t tok[24];
         for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 37 + 11) % V);
         if (c && lg) {
-            lm_forward_args a = {tok, NULL, T, NULL, lg, 1, NULL, NULL};
+            lm_forward_args a = {tok, NULL, T, NULL, lg, 1, NULL, NULL, NULL};
             CHECKF(lm_forward(m, c, pool, &a, &e) == OPTIQ_OK, "%s", e.message);
             CHECK(all_finite(lg, T * V));
             float lo = lg[0], hi = lg[0];
@@ -162,7 +162,7 @@ static void tiny_cases(const synth_model *tiny, size_t n_tensors, thread_pool *p
             for (int s = 0; s < 8; s++) {
                 for (int64_t i = 1; i < V; i++)
                     if (lg[i] > lg[next]) next = (int32_t)i;
-                lm_forward_args d = {&next, NULL, 1, NULL, lg, 0, NULL, NULL};
+                lm_forward_args d = {&next, NULL, 1, NULL, lg, 0, NULL, NULL, NULL};
                 CHECKF(lm_forward(m, c, pool, &d, &e) == OPTIQ_OK, "%s", e.message);
                 CHECK(all_finite(lg, V));
             }
@@ -301,7 +301,7 @@ int main(void) {
         int32_t tok[12];
         for (int i = 0; i < 12; i++) tok[i] = (int32_t)(i * 29 % kv.vocab);
         CHECKF(lm_cache_new(m, 16, &c, &e) == OPTIQ_OK, "%s", e.message);
-        lm_forward_args a = {tok, NULL, 12, NULL, lg, 0, NULL, NULL};
+        lm_forward_args a = {tok, NULL, 12, NULL, lg, 0, NULL, NULL, NULL};
         if (c) CHECKF(lm_forward(m, c, pool, &a, &e) == OPTIQ_OK && all_finite(lg, kv.vocab), "%s", e.message);
         lm_cache_free(c);
         lm_free(m);

@@ -64,11 +64,11 @@ static void test_window_memory(void) {
         float *lg = malloc(sizeof(float) * (size_t)V);
         int32_t tok[40];
         for (int i = 0; i < 40; i++) tok[i] = 10 + i;
-        lm_forward_args a = {tok, NULL, 40, NULL, lg, 0, NULL, NULL};
+        lm_forward_args a = {tok, NULL, 40, NULL, lg, 0, NULL, NULL, NULL};
         CHECK(lm_forward(m, c, pool, &a, &e) == OPTIQ_OK);
         int32_t cur = argmax(lg, V);
         for (int s = 0; s < 600; s++) {
-            lm_forward_args d = {&cur, NULL, 1, NULL, lg, 0, NULL, NULL};
+            lm_forward_args d = {&cur, NULL, 1, NULL, lg, 0, NULL, NULL, NULL};
             if (lm_forward(m, c, pool, &d, &e) != OPTIQ_OK) {
                 CHECKF(0, "step %d: %s", s, e.message);
                 break;
@@ -194,7 +194,7 @@ static void test_bad_input(void) {
         lm_cache *c = NULL;
         CHECK(lm_cache_new(m, 8, &c, &e) == OPTIQ_OK);
         float *emb = calloc((size_t)lm_get_info(m)->hidden_size, sizeof(float));
-        lm_forward_args a = {NULL, emb, 1, NULL, NULL, 0, NULL, NULL};
+        lm_forward_args a = {NULL, emb, 1, NULL, NULL, 0, NULL, NULL, NULL};
         CHECK(lm_forward(m, c, pool, &a, &e) == OPTIQ_ERR_INVALID_ARG);
         CHECKF(strstr(e.message, "token ids") != NULL, "%s", e.message);
         CHECK(lm_cache_pos(c) == 0);

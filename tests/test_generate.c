@@ -33,7 +33,7 @@
 #include "test.h"
 
 static const char *const FIXTURES[] = {"qwen35-dense-bf16", "qwen35-dense-mixed", "qwen35-moe-mixed",
-                                       "qwen35-moe-bf16",   "gemma4-e2b-mixed",   "gemma4-moe-mixed"};
+                                       "qwen35-moe-bf16",   "gemma4-e2b-mixed",   "gemma4-keqv-mixed"};
 #define N_FIX (sizeof FIXTURES / sizeof FIXTURES[0])
 #define N_PROMPTS 3
 #define N_GREEDY 32

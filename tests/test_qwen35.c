@@ -118,7 +118,7 @@ static void test_bad_input(void) {
         CHECK(lm_cache_new(m, lm_get_info(m)->max_position + 1, &(lm_cache *){NULL}, &e) == OPTIQ_ERR_INVALID_ARG);
         int32_t tok[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
         float *lg = malloc(sizeof(float) * (size_t)lm_get_info(m)->vocab_size);
-        lm_forward_args a = {tok, NULL, 9, NULL, lg, 0, NULL, NULL};
+        lm_forward_args a = {tok, NULL, 9, NULL, lg, 0, NULL, NULL, NULL};
         CHECK(lm_forward(m, c, pool, &a, &e) == OPTIQ_ERR_CONTEXT);
         CHECKF(strstr(e.message, "do not fit") != NULL, "%s", e.message);
         CHECK(lm_cache_pos(c) == 0);
@@ -128,7 +128,7 @@ static void test_bad_input(void) {
         CHECK(lm_forward(m, c, pool, &a, &e) == OPTIQ_ERR_CONTEXT);
         int32_t bad = (int32_t)lm_get_info(m)->vocab_size;
         lm_cache_reset(c);
-        lm_forward_args b = {&bad, NULL, 1, NULL, lg, 0, NULL, NULL};
+        lm_forward_args b = {&bad, NULL, 1, NULL, lg, 0, NULL, NULL, NULL};
         CHECK(lm_forward(m, c, pool, &b, &e) == OPTIQ_ERR_INVALID_ARG);
         bad = -1;
         CHECK(lm_forward(m, c, pool, &b, &e) == OPTIQ_ERR_INVALID_ARG);

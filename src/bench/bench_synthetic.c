@@ -104,14 +104,14 @@ static optiq_status run_once(const lm_model *m, thread_pool *pool, const char *n
     lm_cache *c = NULL;
     optiq_status st = lm_cache_new(m, P + D, &c, err);
     if (st) return st;
-    lm_forward_args a = {prompt, NULL, 1, NULL, logits, 0, NULL, NULL};
+    lm_forward_args a = {prompt, NULL, 1, NULL, logits, 0, NULL, NULL, NULL};
     if ((st = lm_forward(m, c, pool, &a, err))) goto out;
     lm_cache_reset(c);
 
     double t0 = now_s();
     for (int64_t i = 0; i < P && !st; i += PREFILL_CHUNK) {
         int64_t k = P - i < PREFILL_CHUNK ? P - i : PREFILL_CHUNK;
-        lm_forward_args pa = {prompt + i, NULL, k, NULL, i + k == P ? logits : NULL, 0, NULL, NULL};
+        lm_forward_args pa = {prompt + i, NULL, k, NULL, i + k == P ? logits : NULL, 0, NULL, NULL, NULL};
         st = lm_forward(m, c, pool, &pa, err);
     }
     r->prefill_s = now_s() - t0;
@@ -127,7 +127,7 @@ static optiq_status run_once(const lm_model *m, thread_pool *pool, const char *n
     t0 = now_s();
     double t_prev = t0;
     for (int64_t i = 0; i < D && !st; i++) {
-        lm_forward_args da = {&next, NULL, 1, NULL, logits, 0, NULL, NULL};
+        lm_forward_args da = {&next, NULL, 1, NULL, logits, 0, NULL, NULL, NULL};
         st = lm_forward(m, c, pool, &da, err);
         next = argmax(logits, V);
         double t = now_s();

@@ -100,6 +100,7 @@ typedef struct attn_ctx {
     float *out, *scratch;
     int64_t n_q, pos0, n_kv;
     int64_t window, ring; /* 0: no window; 0: row t holds position t */
+    const int32_t *span_lo, *span_hi;
     int n_heads, n_kv_heads, head_dim;
     float scale;
 } attn_ctx;
@@ -112,9 +113,13 @@ static void attn_task(void *vctx, int64_t task, int thread) {
     int D = a->head_dim;
     const float *q = a->q + (i * a->n_heads + h) * D;
     float *p = a->scratch + (int64_t)thread * a->n_kv;
-    int64_t pq = a->pos0 + i;                                /* causal: keys lo .. pq */
-    int64_t lo = a->window > 0 && pq - a->window + 1 > 0 ? pq - a->window + 1 : 0;
-    int64_t n = pq + 1 - lo;
+    int64_t pq = a->pos0 + i;                                /* causal: keys lo .. hi = pq */
+    int64_t lo = a->window > 0 && pq - a->window + 1 > 0 ? pq - a->window + 1 : 0, hi = pq;
+    if (a->span_lo && a->span_lo[i] >= 0) { /* a bidirectional span widens both ends */
+        if (a->span_lo[i] < lo) lo = a->span_lo[i];
+        if (a->span_hi[i] > hi) hi = a->span_hi[i];
+    }
+    int64_t n = hi + 1 - lo;
     int64_t kv_stride = (int64_t)a->n_kv_heads * D;
     int64_t row0 = a->ring > 0 ? lo % a->ring : lo, ring = a->ring > 0 ? a->ring : INT64_MAX;
     float mx = -INFINITY;
@@ -141,13 +146,14 @@ static void attn_task(void *vctx, int64_t task, int thread) {
 
 void nn_attention(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q, int64_t pos0,
                   int n_heads, int n_kv_heads, int head_dim, float scale, float *out, float *scratch) {
-    attn_ctx a = {q, k, v, out, scratch, n_q, pos0, pos0 + n_q, 0, 0, n_heads, n_kv_heads, head_dim, scale};
+    attn_ctx a = {q, k, v, out, scratch, n_q, pos0, pos0 + n_q, 0, 0, NULL, NULL, n_heads, n_kv_heads, head_dim, scale};
     pool_run(pool, n_q * n_heads, attn_task, &a);
 }
 
-void nn_attention_window(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q,
-                         int64_t pos0, int64_t window, int64_t ring, int n_heads, int n_kv_heads, int head_dim,
-                         float scale, float *out, float *scratch, int64_t scratch_n) {
-    attn_ctx a = {q, k, v, out, scratch, n_q, pos0, scratch_n, window, ring, n_heads, n_kv_heads, head_dim, scale};
+void nn_attention_masked(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q, int64_t pos0,
+                         const nn_attn_mask *mask, int n_heads, int n_kv_heads, int head_dim, float scale, float *out,
+                         float *scratch, int64_t scratch_n) {
+    attn_ctx a = {q,         k,         v,     out,     scratch, n_q,        pos0,       scratch_n, mask->window,
+                  mask->ring, mask->span_lo, mask->span_hi, n_heads, n_kv_heads, head_dim, scale};
     pool_run(pool, n_q * n_heads, attn_task, &a);
 }

@@ -62,14 +62,20 @@ void nn_rope(float *x, int64_t n_tok, int n_heads, int head_dim, int n_freq, con
 void nn_attention(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q, int64_t pos0,
                   int n_heads, int n_kv_heads, int head_dim, float scale, float *out, float *scratch);
 
-/* The same with a sliding window and a ring-buffer cache: the query at
- * position p sees positions max(0, p - window + 1) .. p (window 0: all
- * from 0), and position t is stored in row t % ring (ring 0: row t). The
- * ring must hold every position a query of this call sees, the new ones
- * included (ring >= window + n_q - 1). scratch: (threads, scratch_n) floats,
- * scratch_n >= the most keys one query sees. */
-void nn_attention_window(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q,
-                         int64_t pos0, int64_t window, int64_t ring, int n_heads, int n_kv_heads, int head_dim,
-                         float scale, float *out, float *scratch, int64_t scratch_n);
+/* Where a query may look, beyond causal attention over all earlier keys. */
+typedef struct nn_attn_mask {
+    int64_t window;    /* > 0: the query at position p sees only p - window + 1 .. p */
+    int64_t ring;      /* > 0: position t is stored in cache row t % ring (else row t) */
+    const int32_t *span_lo, *span_hi; /* (n_q) or NULL: query i also sees positions span_lo[i] ..
+                                         span_hi[i] (a bidirectional span; -1: none), window or not */
+} nn_attn_mask;
+
+/* The same with a mask: sliding window, ring-buffer cache, bidirectional
+ * spans. The cache must hold every position a query of this call sees (a
+ * ring: ring >= window + n_q - 1, spans inside the call). scratch:
+ * (threads, scratch_n) floats, scratch_n >= the most keys one query sees. */
+void nn_attention_masked(thread_pool *pool, const float *q, const float *k, const float *v, int64_t n_q, int64_t pos0,
+                         const nn_attn_mask *mask, int n_heads, int n_kv_heads, int head_dim, float scale, float *out,
+                         float *scratch, int64_t scratch_n);
 
 #endif

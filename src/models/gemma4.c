@@ -77,6 +77,7 @@ typedef struct g4_config {
     int64_t head_dim, global_head_dim;   /* sliding / full layers */
     int64_t n_kv_heads, n_global_kv_heads; /* the latter -1 when unset */
     int k_eq_v, double_wide, moe, tie;
+    int bidir_vision;                   /* use_bidirectional_attention == "vision" */
     int64_t kv_shared, ple, vocab_ple;
     int64_t n_experts, top_k, moe_inter;
     int64_t window, max_pos;
@@ -165,6 +166,8 @@ static optiq_status parse_config(const model_dir *md, g4_config *c, optiq_error 
     c->double_wide = cfg_bool(&r, "use_double_wide_mlp", !unified);
     c->moe = cfg_bool(&r, "enable_moe_block", 0);
     c->tie = cfg_bool(&r, "tie_word_embeddings", 1);
+    const cJSON *bd = cfg_get(&r, "use_bidirectional_attention");
+    c->bidir_vision = bd ? cJSON_IsString(bd) && !strcmp(bd->valuestring, "vision") : unified;
     if (c->moe) {
         if ((st = cfg_int(&r, "num_experts", 1, 0, 1, &c->n_experts, err)) ||
             (st = cfg_int(&r, "top_k_experts", 1, 0, 1, &c->top_k, err)) ||
@@ -502,6 +505,8 @@ typedef struct g4_cache {
     float *h, *xn, *r, *r2, *xe, *q, *o, *kraw, *knew, *vnew, *big1, *big2, *big3, *small1, *small2;
     float *ple;        /* (n, n_layers, P) */
     int32_t *pos, *ids;
+    int32_t *ple_ids;  /* (n) the ids the per-layer table is read at (0 at image tokens) */
+    int32_t *span_lo, *span_hi; /* (n) bidirectional image span of each token, -1 when none */
     float *att;
     int64_t att_n;     /* floats per thread in att */
     int att_threads;
@@ -517,7 +522,7 @@ static void g4_cache_free(lm_cache *bc) {
     float *fs[] = {c->h, c->xn, c->r, c->r2, c->xe, c->q, c->o, c->kraw, c->knew, c->vnew, c->big1, c->big2,
                    c->big3, c->small1, c->small2, c->ple, c->att};
     for (size_t j = 0; j < sizeof fs / sizeof fs[0]; j++) free(fs[j]);
-    free(c->pos), free(c->ids);
+    free(c->pos), free(c->ids), free(c->ple_ids), free(c->span_lo), free(c->span_hi);
     free(c);
 }
 
@@ -619,7 +624,13 @@ static optiq_status ensure_scratch(g4_cache *c, const g4_model *m, int64_t n, in
         if (p) c->pos = p;
         int32_t *ids = p ? realloc(c->ids, sizeof(int32_t) * N * (size_t)kk) : NULL;
         if (ids) c->ids = ids;
-        if (!ids) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory for %lld tokens of scratch", (long long)n);
+        int32_t *pi = ids ? realloc(c->ple_ids, sizeof(int32_t) * N) : NULL;
+        if (pi) c->ple_ids = pi;
+        int32_t *sl = pi ? realloc(c->span_lo, sizeof(int32_t) * N) : NULL;
+        if (sl) c->span_lo = sl;
+        int32_t *sh = sl ? realloc(c->span_hi, sizeof(int32_t) * N) : NULL;
+        if (sh) c->span_hi = sh;
+        if (!sh) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory for %lld tokens of scratch", (long long)n);
         c->scr_n = n;
     }
     int64_t att_n = c->base.pos + n;
@@ -640,7 +651,7 @@ static optiq_status ensure_scratch(g4_cache *c, const g4_model *m, int64_t n, in
 /* ---- attention ---- */
 
 static optiq_status attn_forward(const g4_model *m, const g4_layer *L, g4_cache *c, thread_pool *pool,
-                                 const float *x, int64_t n, float *out, optiq_error *err) {
+                                 const float *x, int64_t n, int spans, float *out, optiq_error *err) {
     const g4_config *k = &m->c;
     int64_t D = L->d, Hq = k->n_heads, Hkv = L->n_kv, p0 = c->base.pos;
     const float *inv = L->full ? m->inv_full : m->inv_sliding;
@@ -668,11 +679,9 @@ static optiq_status attn_forward(const g4_model *m, const g4_layer *L, g4_cache 
         }
     }
     float *o = c->o; /* (n, Hq, D) */
-    if (L->full)
-        nn_attention_window(pool, q, kv->k, kv->v, n, p0, 0, 0, (int)Hq, (int)Hkv, (int)D, 1.0f, o, c->att, c->att_n);
-    else
-        nn_attention_window(pool, q, kv->k, kv->v, n, p0, k->window, kv->rows, (int)Hq, (int)Hkv, (int)D, 1.0f, o,
-                            c->att, c->att_n);
+    nn_attn_mask mask = {L->full ? 0 : k->window, L->full ? 0 : kv->rows, spans ? c->span_lo : NULL,
+                         spans ? c->span_hi : NULL};
+    nn_attention_masked(pool, q, kv->k, kv->v, n, p0, &mask, (int)Hq, (int)Hkv, (int)D, 1.0f, o, c->att, c->att_n);
     return linear_apply(pool, &L->o, 0, o, n, out, 0, Q8(m), err);
 }
 
@@ -700,7 +709,9 @@ static optiq_status moe_forward(const g4_model *m, const g4_layer *L, g4_cache *
     optiq_status st;
     if (K > 256) return err_set(err, OPTIQ_ERR_UNSUPPORTED, "top_k_experts above 256");
     nn_rmsnorm(h, n, H, L->router_w, (float)k->eps, c->xn);
-    if ((st = linear_apply(pool, &L->router, 0, c->xn, n, scores, 0, Q8(m), err))) return st;
+    /* f32 activations for the router on every path: expert choice is discontinuous, and a near tie
+     * decided by int8 activation rounding would change the output far more than the rounding */
+    if ((st = linear_apply(pool, &L->router, 0, c->xn, n, scores, 0, 0, err))) return st;
     float *wall = c->small2; /* (n, K) expert weights */
     for (int64_t t = 0; t < n; t++) {
         const float *s = scores + t * E;
@@ -785,14 +796,14 @@ static optiq_status g4_embed(const lm_model *bm, const int32_t *ids, int64_t n, 
 }
 
 static optiq_status layer_forward(const g4_model *m, g4_cache *c, thread_pool *pool, int64_t li, int64_t n,
-                                  optiq_error *err) {
+                                  int spans, optiq_error *err) {
     const g4_config *k = &m->c;
     const g4_layer *L = &m->layers[li];
     int64_t H = k->hidden;
     float *h = c->h, *xn = c->xn, *r = c->r, *r2 = c->r2;
     optiq_status st;
     nn_rmsnorm(h, n, H, L->in_norm, (float)k->eps, xn);
-    if ((st = attn_forward(m, L, c, pool, xn, n, r, err))) return st;
+    if ((st = attn_forward(m, L, c, pool, xn, n, spans, r, err))) return st;
     nn_rmsnorm(r, n, H, L->post_attn_norm, (float)k->eps, r);
     for (int64_t i = 0; i < n * H; i++) h[i] += r[i];
     nn_rmsnorm(h, n, H, L->pre_ff_norm, (float)k->eps, xn);
@@ -821,7 +832,7 @@ static optiq_status g4_forward(const lm_model *bm, lm_cache *bc, thread_pool *po
     g4_cache *c = (g4_cache *)bc;
     const g4_config *k = &m->c;
     int64_t n = a->n, H = k->hidden;
-    if (k->ple > 0 && !a->tokens)
+    if ((k->ple > 0 || a->is_image) && !a->tokens)
         return err_set(err, OPTIQ_ERR_INVALID_ARG, "forward: this model's per-layer inputs need the token ids");
     optiq_status st = ensure_kv(c, m, n, err);
     if (st == OPTIQ_OK) st = ensure_scratch(c, m, n, pool_threads(pool), err);
@@ -831,11 +842,33 @@ static optiq_status g4_forward(const lm_model *bm, lm_cache *bc, thread_pool *po
     if (a->embeds) memcpy(h, a->embeds, sizeof(float) * (size_t)(n * H));
     else if ((st = g4_embed(bm, a->tokens, n, h, err))) return st;
     if (a->on_hidden) a->on_hidden(a->hidden_user, 0, h, n, H);
-    if (k->ple > 0 && (st = ple_inputs(m, c, pool, a->tokens, h, n, err))) return st;
+    /* image soft tokens: the per-layer table is read at id 0 there (mlx-vlm
+     * passes zeros for placeholder ids); with use_bidirectional_attention
+     * "vision" each run of them is a span that attends both ways */
+    int spans = 0;
+    const int32_t *ple_ids = a->tokens;
+    if (a->is_image) {
+        for (int64_t t = 0; t < n; t++) c->ple_ids[t] = a->is_image[t] ? 0 : a->tokens[t];
+        ple_ids = c->ple_ids;
+        for (int64_t t = 0; t < n; t++) c->span_lo[t] = c->span_hi[t] = -1;
+        for (int64_t t = 0; k->bidir_vision && t < n;) {
+            if (!a->is_image[t]) {
+                t++;
+                continue;
+            }
+            int64_t e = t;
+            while (e < n && a->is_image[e]) e++;
+            for (int64_t j = t; j < e; j++)
+                c->span_lo[j] = (int32_t)(c->base.pos + t), c->span_hi[j] = (int32_t)(c->base.pos + e - 1);
+            spans = 1;
+            t = e;
+        }
+    }
+    if (k->ple > 0 && (st = ple_inputs(m, c, pool, ple_ids, h, n, err))) return st;
     /* Caches are written as layers run; a failure part way (out of memory
      * only, shapes were checked at load) leaves them inconsistent: reset. */
     for (int64_t li = 0; li < k->n_layers; li++) {
-        if ((st = layer_forward(m, c, pool, li, n, err))) {
+        if ((st = layer_forward(m, c, pool, li, n, spans, err))) {
             g4_cache_reset(&c->base);
             return err_prefix(err, "forward: ");
         }

@@ -72,6 +72,11 @@ typedef struct lm_forward_args {
     int logits_all;          /* 1: a logits row per token; 0: the last token's only */
     lm_hidden_fn on_hidden;  /* may be NULL */
     void *hidden_user;
+    const uint8_t *is_image; /* (n) 1 where embeds holds an image soft token, or NULL. A run of
+                                them is one image: families that need it see the ids there as
+                                padding (Gemma-4's per-layer inputs) and may let the run attend
+                                both ways; a run must not be split across calls. tokens must be
+                                given too (the ids of the placeholders). */
 } lm_forward_args;
 
 /* A family's implementation. Every function receives the model it loaded. */

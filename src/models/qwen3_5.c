@@ -653,7 +653,8 @@ static optiq_status moe_forward(const q35_model *m, const q35_layer *L, q35_cach
     float *xr = c->big1;        /* (n*K, H) tokens repeated per expert slot */
     float *g = c->big2, *u = c->big3, *d = c->big4; /* (n*K, Ie), (n*K, Ie), (n*K, H) */
     optiq_status st;
-    if ((st = linear_apply(pool, &L->router, 0, x, n, probs, 0, Q8(m), err))) return st;
+    /* f32 activations for the router on every path (expert choice is discontinuous) */
+    if ((st = linear_apply(pool, &L->router, 0, x, n, probs, 0, 0, err))) return st;
     for (int64_t t = 0; t < n; t++) {
         float *p = probs + t * E;
         nn_softmax(p, E);

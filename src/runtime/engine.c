@@ -74,8 +74,10 @@ struct optiq_session {
     float *scratch;  /* (vocab) the sampler's working copy (it overwrites its input) */
     int has_logits;
     int64_t pos_delta; /* text position of a token - its index in the timeline (images make it < 0) */
-    int32_t *pos_buf;  /* (3, prefill_chunk) positions of one forward call, when needed */
-    float *emb_buf;    /* (prefill_chunk, hidden) input embeddings of one call, when needed */
+    int32_t *pos_buf;  /* (3, buf_n) positions of one forward call, when needed */
+    float *emb_buf;    /* (buf_n, hidden) input embeddings of one call, when needed */
+    uint8_t *img_buf;  /* (buf_n) which tokens of the call are image soft tokens */
+    int64_t buf_n;     /* tokens the three buffers hold (a call is at most a prefill chunk, or one image's run) */
     int (*stop_fn)(void *user); /* polled between prefill calls while optiq_generate runs, or NULL */
     void *stop_user;
     int aborted;       /* set by feed when stop_fn asked to stop (the session was reset) */
@@ -263,6 +265,7 @@ void optiq_session_free(optiq_session *s) {
     free(s->scratch);
     free(s->pos_buf);
     free(s->emb_buf);
+    free(s->img_buf);
     free(s);
 }
 
@@ -317,8 +320,16 @@ static optiq_status forward(optiq_session *s, int64_t pos, int64_t n, mm_seg *se
     optiq_engine *e = s->e;
     lm_forward_args a = {.tokens = s->tokens + pos, .n = n, .logits = logits};
     int in_seg = seg && pos >= seg->from && pos < seg->from + seg->n;
+    if ((in_seg || s->pos_delta) && n > s->buf_n) {
+        int64_t H = e->info->hidden_size, k = n > e->prefill_chunk ? n : e->prefill_chunk;
+        free(s->pos_buf), free(s->emb_buf), free(s->img_buf);
+        s->pos_buf = malloc(3 * (size_t)k * sizeof *s->pos_buf);
+        s->emb_buf = malloc((size_t)(k * H) * sizeof *s->emb_buf);
+        s->img_buf = malloc((size_t)k);
+        s->buf_n = s->pos_buf && s->emb_buf && s->img_buf ? k : 0;
+        if (!s->buf_n) return nomem(err);
+    }
     if (in_seg || s->pos_delta) {
-        if (!s->pos_buf && !(s->pos_buf = malloc(3 * (size_t)e->prefill_chunk * sizeof *s->pos_buf))) return nomem(err);
         for (int64_t i = 0; i < n; i++)
             for (int ax = 0; ax < 3; ax++)
                 s->pos_buf[ax * n + i] = in_seg ? seg->pos[ax * seg->n + (pos - seg->from) + i]
@@ -327,15 +338,15 @@ static optiq_status forward(optiq_session *s, int64_t pos, int64_t n, mm_seg *se
     }
     if (in_seg) {
         int64_t H = e->info->hidden_size;
-        if (!s->emb_buf && !(s->emb_buf = malloc((size_t)(e->prefill_chunk * H) * sizeof *s->emb_buf)))
-            return nomem(err);
         optiq_status st = lm_embed(e->model, s->tokens + pos, n, s->emb_buf, err);
         if (st) return st;
-        for (int64_t i = 0; i < n; i++)
-            if (s->tokens[pos + i] == seg->image_pad)
+        for (int64_t i = 0; i < n; i++) {
+            s->img_buf[i] = s->tokens[pos + i] == seg->image_pad;
+            if (s->img_buf[i])
                 memcpy(s->emb_buf + i * H, seg->feats + (seg->used++) * H, (size_t)H * sizeof *s->emb_buf);
-        a.embeds = s->emb_buf;
-        a.tokens = NULL;
+        }
+        a.embeds = s->emb_buf; /* image rows as the tower made them: not scaled like text embeddings */
+        a.is_image = s->img_buf;
     }
     return lm_forward(e->model, s->cache, e->pool, &a, err);
 }
@@ -360,6 +371,10 @@ static optiq_status feed(optiq_session *s, int split_last, mm_seg *seg, optiq_er
         int64_t stop = pos < body_end ? (body_end - pos > e->prefill_chunk ? pos + e->prefill_chunk : body_end) : end;
         if (seg && pos < seg->from && stop > seg->from) stop = seg->from;
         if (seg && pos < seg->from + seg->n && stop > seg->from + seg->n) stop = seg->from + seg->n;
+        /* one image's run of soft tokens stays in one call (it may attend both ways) */
+        if (seg && stop > seg->from && stop < seg->from + seg->n)
+            while (stop < seg->from + seg->n && s->tokens[stop] == seg->image_pad && s->tokens[stop - 1] == seg->image_pad)
+                stop++;
         optiq_status st = forward(s, pos, stop - pos, seg, stop == end ? s->logits : NULL, err);
         if (st) return fail_reset(s, st, err);
         pos = stop;
@@ -809,11 +824,12 @@ typedef struct dump_mm {
     int32_t *ids, *pos, grid[3 * 64];
     size_t n;
     float *pixels, *feats, *embeds;
+    uint8_t *is_image;
     int64_t n_patches, patch_dim, n_feats;
 } dump_mm;
 
 static void dump_mm_free(dump_mm *m) {
-    free(m->ids), free(m->pos), free(m->pixels), free(m->feats), free(m->embeds);
+    free(m->ids), free(m->pos), free(m->pixels), free(m->feats), free(m->embeds), free(m->is_image);
 }
 
 static optiq_status dump_prepare(optiq_engine *e, const int32_t *ids, size_t n, const optiq_image *images,
@@ -834,12 +850,14 @@ static optiq_status dump_prepare(optiq_engine *e, const int32_t *ids, size_t n, 
                      m->n, (long long)e->info->max_position);
     int64_t next = 0, H = e->info->hidden_size;
     if (!st && (!(m->pos = malloc(3 * m->n * sizeof *m->pos)) ||
-                !(m->embeds = malloc(m->n * (size_t)H * sizeof *m->embeds))))
+                !(m->embeds = malloc(m->n * (size_t)H * sizeof *m->embeds)) || !(m->is_image = malloc(m->n))))
         st = nomem(err);
     if (!st) st = mm_positions(t, m->ids, m->n, m->grid, n_images, 0, m->pos, &next, err);
     if (!st) st = lm_embed(e->model, m->ids, (int64_t)m->n, m->embeds, err);
-    for (size_t i = 0, k = 0; !st && i < m->n; i++)
-        if (m->ids[i] == t->image_pad) memcpy(m->embeds + i * (size_t)H, m->feats + (k++) * (size_t)H, (size_t)H * sizeof(float));
+    for (size_t i = 0, k = 0; !st && i < m->n; i++) {
+        m->is_image[i] = m->ids[i] == t->image_pad;
+        if (m->is_image[i]) memcpy(m->embeds + i * (size_t)H, m->feats + (k++) * (size_t)H, (size_t)H * sizeof(float));
+    }
     return st;
 }
 
@@ -886,8 +904,9 @@ optiq_status optiq_dump_images(optiq_engine *e, const int32_t *ids, size_t n, co
         goto done;
     }
     if ((st = lm_cache_new(e->model, (int64_t)n, &cache, err)) != OPTIQ_OK) goto done;
-    lm_forward_args a = {.tokens = n_images ? NULL : ids, .embeds = n_images ? mm.embeds : NULL, .positions = mm.pos,
-                         .n = (int64_t)n, .logits = logits, .logits_all = 1, .on_hidden = dump_hidden, .hidden_user = &d};
+    lm_forward_args a = {.tokens = ids, .embeds = n_images ? mm.embeds : NULL, .positions = mm.pos,
+                         .n = (int64_t)n, .logits = logits, .logits_all = 1, .on_hidden = dump_hidden, .hidden_user = &d,
+                         .is_image = n_images ? mm.is_image : NULL};
     if ((st = lm_forward(e->model, cache, e->pool, &a, err)) != OPTIQ_OK) goto done;
     if (d.bad_stage >= 0) {
         st = err_set(err, OPTIQ_ERR_FORMAT, "dump: hidden states of stage %d reported with an unexpected shape",

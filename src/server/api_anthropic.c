@@ -82,6 +82,8 @@ static int parse_blocks(api_ctx *c, const cJSON *arr, size_t mi, const char *rol
             if (!(*thinking = api_concat(*thinking, th->valuestring, strlen(th->valuestring)))) return api_nomem(c);
         } else if (!strcmp(t, "redacted_thinking") && !strcmp(role, "assistant")) {
             continue; /* opaque to a local model */
+        } else if (!strcmp(t, "audio") || !strcmp(t, "input_audio")) {
+            return api_error_set(c->err, 400, param, "%s: audio input is not supported", param);
         } else {
             return api_error_set(c->err, 400, param, "%s.type: unsupported content block type \"%.40s\"", param, t);
         }

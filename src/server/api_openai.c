@@ -47,6 +47,8 @@ static int parse_parts(api_ctx *c, const cJSON *arr, size_t mi, const char *role
                 cJSON_Delete(img);
                 return api_nomem(c);
             }
+        } else if (!strcmp(type, "input_audio") || !strcmp(type, "audio")) {
+            return api_error_set(c->err, 400, param, "%s: audio input is not supported", param);
         } else {
             return api_error_set(c->err, 400, param, "%s.type: unsupported content part type \"%.40s\"", param,
                                  type);

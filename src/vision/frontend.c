@@ -68,6 +68,7 @@ optiq_status vision_fe_load(const model_dir *md, int64_t text_hidden, vision_fe 
                          fe->pp.patch_size, fe->pp.temporal_patch_size, fe->pp.merge_size, c->patch_size,
                          c->temporal_patch, c->merge);
         fe->tok.merge = c->merge;
+        fe->tok.mrope = 1;
     }
     /* the ids Qwen3.5 checkpoints use when config.json does not say */
     if (!st) st = token_id(md, "image_token_id", 248056, &fe->tok.image_pad, err);

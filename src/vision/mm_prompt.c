@@ -12,6 +12,9 @@ optiq_status mm_expand(const mm_tokens *t, const int32_t *ids, size_t n, const i
     if (markers < n_images)
         return err_set(err, OPTIQ_ERR_INVALID_ARG, "the prompt has %zu image placeholders for %zu images", markers,
                        n_images);
+    if (t->wrap && markers > n_images)
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "the prompt has %zu image placeholders for %zu images", markers,
+                       n_images);
     /* which markers stay: the first n_images; the others go with their wrapper */
     char *drop = calloc(n ? n : 1, 1);
     if (!drop) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
@@ -33,7 +36,7 @@ optiq_status mm_expand(const mm_tokens *t, const int32_t *ids, size_t n, const i
                 free(drop);
                 return err_set(err, OPTIQ_ERR_INVALID_ARG, "image %zu: %lld tokens", seen, (long long)k);
             }
-            total += (size_t)k;
+            total += (size_t)k + (t->wrap ? 2 : 0);
         } else
             total++;
     }
@@ -46,9 +49,11 @@ optiq_status mm_expand(const mm_tokens *t, const int32_t *ids, size_t n, const i
     seen = 0;
     for (size_t i = 0; i < n; i++) {
         if (drop[i]) continue;
-        if (ids[i] == t->image_pad)
+        if (ids[i] == t->image_pad) {
+            if (t->wrap) o[w++] = t->boi;
             for (int64_t k = n_per_image[seen++]; k > 0; k--) o[w++] = t->image_pad;
-        else
+            if (t->wrap) o[w++] = t->eoi;
+        } else
             o[w++] = ids[i];
     }
     free(drop);
@@ -61,6 +66,18 @@ optiq_status mm_positions(const mm_tokens *t, const int32_t *ids, size_t n, cons
     int32_t *pt = pos, *ph = pos + n, *pw = pos + 2 * n;
     int64_t p = start;
     size_t img = 0;
+    if (!t->mrope) { /* one position per token; each run of image tokens is one image */
+        if (start + (int64_t)n > INT32_MAX) return err_set(err, OPTIQ_ERR_CONTEXT, "positions out of range");
+        for (size_t i = 0; i < n; i++) {
+            pt[i] = ph[i] = pw[i] = (int32_t)(start + (int64_t)i);
+            img += ids[i] == t->image_pad && (i == 0 || ids[i - 1] != t->image_pad);
+        }
+        if (img != n_images)
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "%zu images given, the prompt places %zu", n_images, img);
+        (void)grid_thw;
+        *next = start + (int64_t)n;
+        return OPTIQ_OK;
+    }
     for (size_t i = 0; i < n;) {
         if (ids[i] != t->image_pad && ids[i] != t->video_pad) {
             if (p > INT32_MAX) return err_set(err, OPTIQ_ERR_CONTEXT, "position %lld out of range", (long long)p);

@@ -1,6 +1,6 @@
 /*
- * mm_prompt.h — a token prompt with images, Qwen-VL style: placeholder
- * expansion and the multimodal RoPE position ids.
+ * mm_prompt.h — a token prompt with images: placeholder expansion and the
+ * position ids (multimodal RoPE for Qwen-VL, plain positions for Gemma-4).
  *
  * Expansion (Qwen3VLProcessor.__call__, spec §5.8): the chat template writes
  * each image as <|vision_start|><|image_pad|><|vision_end|>; the k-th
@@ -9,12 +9,18 @@
  * removed with their start/end wrapper when present; fewer markers than
  * images is an error.
  *
+ * Gemma-4 (wrap set; Gemma4Processor.__call__, spec §6.5): the template writes
+ * the image token once per image; the k-th becomes <boi> + n_k image tokens +
+ * <eoi>. A placeholder without an image is an error (the processor's re.sub
+ * raises), as are fewer placeholders than images.
+ *
  * Positions (get_rope_index, spec §5.10), computed incrementally so that a
  * session can append: text tokens take consecutive positions on all three
  * axes from the session's next text position p; a block of image tokens with
  * merged grid (gt, gh, gw) takes (p + t, p + h, p + w) in raster order, and
  * the text after it continues at p + max(gt, gh, gw). Decoding goes on from
- * the returned next position (mlx-vlm's cache offset + rope_delta).
+ * the returned next position (mlx-vlm's cache offset + rope_delta). Without
+ * mrope every token takes the next position on all three axes.
  */
 #ifndef OPTIQ_VISION_MM_PROMPT_H
 #define OPTIQ_VISION_MM_PROMPT_H
@@ -29,7 +35,10 @@ typedef struct mm_tokens {
     int32_t video_pad;    /* <|video_pad|> (video_token_id), -1 when none */
     int32_t vision_start; /* <|vision_start|>, -1 when none */
     int32_t vision_end;   /* <|vision_end|>, -1 when none */
-    int merge;            /* spatial merge size */
+    int merge;            /* spatial merge size (mrope) */
+    int mrope;            /* 1: Qwen-VL 3-axis positions for image blocks; 0: one position per token */
+    int wrap;             /* 1: each image token expands to boi + n + eoi (Gemma-4) */
+    int32_t boi, eoi;     /* begin / end of image tokens (wrap) */
 } mm_tokens;
 
 /* *out (malloc'd, *n_out) = ids with the k-th image_pad repeated
