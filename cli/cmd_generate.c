@@ -204,6 +204,8 @@ static void usage(FILE *f) {
             "  --image PATH_OR_URL         an image (file or data: URL; repeat for several); needs a\n"
             "                              folder with the vision sidecar. Without the chat template\n"
             "                              the prompt must hold one image placeholder per image\n"
+            "  --image-tokens N            Gemma-4: soft tokens per image (70, 140, 280, 560 or 1120;\n"
+            "                              default: the folder's processor setting)\n"
             "%s"
             "  --no-chat-template          tokenize the prompt as is (with the tokenizer's special tokens)\n"
             "  --json                      print one JSON object at the end instead of streaming\n"
@@ -247,10 +249,11 @@ static int print_json(const optiq_generation *g) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    enum { O_PROMPT = 1, O_NO_TEMPLATE, O_JSON, O_IMAGE };
+    enum { O_PROMPT = 1, O_NO_TEMPLATE, O_JSON, O_IMAGE, O_IMAGE_TOKENS };
     static const struct option opts[] = {CLI_GEN_OPTIONS,
                                          {"prompt", required_argument, 0, O_PROMPT},
                                          {"image", required_argument, 0, O_IMAGE},
+                                         {"image-tokens", required_argument, 0, O_IMAGE_TOKENS},
                                          {"no-chat-template", no_argument, 0, O_NO_TEMPLATE},
                                          {"json", no_argument, 0, O_JSON},
                                          {"help", no_argument, 0, 'h'},
@@ -259,6 +262,7 @@ int cmd_generate(int argc, char **argv) {
     if (cli_gen_opts_init(&o, argc)) return cli_fail("out of memory");
     const char *prompt = NULL;
     int use_template = 1, json = 0, c, rc = 0;
+    long long image_tokens = 0;
     optiq_image *images = calloc((size_t)argc + 1, sizeof *images); /* at most one per argument */
     size_t n_images = 0;
     if (!images) {
@@ -271,6 +275,7 @@ int cmd_generate(int argc, char **argv) {
         switch (c) {
         case O_PROMPT: prompt = optarg; break;
         case O_IMAGE: images[n_images++].source = optarg; break;
+        case O_IMAGE_TOKENS: rc = cli_parse_int("generate", "--image-tokens", optarg, 1, 1 << 20, &image_tokens); break;
         case O_NO_TEMPLATE: use_template = 0; break;
         case O_JSON: json = 1; break;
         case 'h': usage(stdout); cli_gen_opts_free(&o); free(images); return 0;
@@ -284,6 +289,7 @@ int cmd_generate(int argc, char **argv) {
             return rc;
         }
     }
+    for (size_t i = 0; i < n_images; i++) images[i].max_soft_tokens = (int)image_tokens;
     if (optind != argc) rc = cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
     else if (!o.model) rc = cli_usage_error("generate", "--model DIR is required");
     else if (!prompt) rc = cli_usage_error("generate", "--prompt TEXT is required (- reads standard input)");

@@ -298,7 +298,16 @@ typedef struct optiq_image {
     const char *source; /* path or data: URL, or NULL when data is set */
     const void *data;   /* encoded bytes, or NULL */
     size_t size;
+    int max_soft_tokens; /* Gemma-4: this image's soft-token budget, one of 70, 140, 280, 560, 1120
+                            (0: the folder's processor setting, 280 by default); must be 0 for
+                            models without a budget (Qwen3.5: the processor's pixel limits) */
 } optiq_image;
+
+/* The tokens an image's placeholder becomes in a prompt of this model (the
+ * soft tokens, plus Gemma-4's begin / end-of-image tokens), computed from
+ * the decoded image's size without running the tower. */
+optiq_status optiq_engine_image_tokens(const optiq_engine *e, const optiq_image *image, int64_t *tokens,
+                                       optiq_error *err);
 
 /* 1 when the folder carries a vision front-end (the optiq_vision.safetensors
  * sidecar and a vision_config): prompts may then hold images. */

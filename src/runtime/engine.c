@@ -221,6 +221,15 @@ int64_t optiq_engine_context(const optiq_engine *e) { return e->context; }
 int optiq_engine_has_vision(const optiq_engine *e) { return e && e->vision != NULL; }
 int optiq_engine_has_thinking(const optiq_engine *e) { return e && e->think.open != NULL; }
 
+optiq_status optiq_engine_image_tokens(const optiq_engine *e, const optiq_image *image, int64_t *tokens,
+                                       optiq_error *err) {
+    if (!e || !image || !tokens) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_engine_image_tokens: NULL argument");
+    if (!e->vision)
+        return err_set(err, OPTIQ_ERR_UNSUPPORTED, "this model folder is text-only (no %s); it cannot take images",
+                       MD_SIDECAR_NAME);
+    return vision_fe_image_tokens(e->vision, image, tokens, err);
+}
+
 size_t optiq_engine_eos_ids(const optiq_engine *e, const int32_t **ids) {
     if (ids) *ids = e->eos;
     return e->n_eos;

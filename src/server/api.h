@@ -77,6 +77,8 @@ typedef struct api_request {
     size_t n_images;
     optiq_sampling sampling;
     int max_tokens;         /* 0 when not given */
+    int image_tokens;       /* "image_tokens" (optiq extension): every image's soft-token budget
+                               (Gemma-4: 70, 140, 280, 560, 1120); 0 when not given */
     char **stop;            /* stop strings (Anthropic: stop_sequences) */
     size_t n_stop;
     int stream;             /* 1: SSE response */

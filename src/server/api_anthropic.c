@@ -188,7 +188,7 @@ int api_parse_anthropic(api_ctx *c, const cJSON *body) {
     api_request *r = c->req;
     const char *model = NULL;
     double temp = r->sampling.temperature, top_p = r->sampling.top_p;
-    int64_t top_k = r->sampling.top_k, max_tokens = 0;
+    int64_t top_k = r->sampling.top_k, max_tokens = 0, image_tokens = 0;
     int rc;
     if ((rc = api_get_string(c, body, "model", 0, &model))) return rc;
     if (model && !(r->model = strdup(model))) return api_nomem(c);
@@ -199,8 +199,9 @@ int api_parse_anthropic(api_ctx *c, const cJSON *body) {
         (rc = api_get_number(c, body, "top_p", 0, 1, &top_p)) ||
         (rc = api_get_int(c, body, "top_k", 0, INT_MAX, &top_k)) ||
         (rc = api_get_stop(c, body, "stop_sequences", 0)) || (rc = api_get_bool(c, body, "stream", &r->stream)) ||
-        (rc = parse_thinking(c, body)))
+        (rc = api_get_int(c, body, "image_tokens", 1, 1 << 20, &image_tokens)) || (rc = parse_thinking(c, body)))
         return rc;
+    r->image_tokens = (int)image_tokens;
     const cJSON *arr = api_opt(body, "messages");
     if (!arr) return api_error_set(c->err, 400, "messages", "messages: required");
     if (!cJSON_IsArray(arr)) return api_error_set(c->err, 400, "messages", "messages: expected an array");

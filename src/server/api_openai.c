@@ -157,7 +157,7 @@ int api_parse_openai(api_ctx *c, const cJSON *body) {
     const char *model = NULL;
     double temp = s->temperature, top_p = s->top_p, min_p = s->min_p, pres = s->presence_penalty,
            freq = s->frequency_penalty, rep = s->repetition_penalty;
-    int64_t top_k = s->top_k, seed = (int64_t)s->seed, max_tokens = 0, n = 1;
+    int64_t top_k = s->top_k, seed = (int64_t)s->seed, max_tokens = 0, n = 1, image_tokens = 0;
     int rc;
     if ((rc = api_get_string(c, body, "model", 0, &model))) return rc;
     if (model && !(r->model = strdup(model))) return api_nomem(c);
@@ -173,9 +173,11 @@ int api_parse_openai(api_ctx *c, const cJSON *body) {
         (rc = api_get_int(c, body, "max_tokens", 1, INT_MAX, &max_tokens)) ||
         (rc = api_get_int(c, body, "max_completion_tokens", 1, INT_MAX, &max_tokens)) ||
         (rc = api_get_int(c, body, "n", 1, INT_MAX, &n)) || (rc = api_get_stop(c, body, "stop", 1)) ||
+        (rc = api_get_int(c, body, "image_tokens", 1, 1 << 20, &image_tokens)) ||
         (rc = api_get_bool(c, body, "stream", &r->stream)))
         return rc;
     if (n != 1) return api_error_set(c->err, 400, "n", "n: only n=1 is supported, got %lld", (long long)n);
+    r->image_tokens = (int)image_tokens;
     const cJSON *so = api_opt(body, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so))

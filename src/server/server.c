@@ -28,13 +28,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "io/image.h"
 #include "quant/qmatmul.h"
 #include "server/api.h"
 #include "server/fetch.h"
 #include "server/http.h"
 #include "text/reasoning.h"
-#include "vision/preprocess.h"
 
 typedef struct job job;
 
@@ -44,8 +42,6 @@ typedef struct server {
     optiq_session *session;
     char model_name[256];
     int vision;
-    int have_qvl;            /* qvl: the folder's image processor settings (count_tokens) */
-    qvl_params qvl;
     reasoning_tags think_tags; /* the vocabulary's thinking markers */
     int64_t started;
     pthread_mutex_t mu;
@@ -173,7 +169,10 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
             snprintf(msg, msg_size, "out of memory");
             return 500;
         }
-        for (size_t i = 0; i < req->n_images; i++) j->images[i].source = req->images[i];
+        for (size_t i = 0; i < req->n_images; i++) {
+            j->images[i].source = req->images[i];
+            j->images[i].max_soft_tokens = req->image_tokens;
+        }
         /* http(s) images are fetched here, before queueing (count_tokens does
          * not fetch: see count_prompt_tokens) */
         if (sv->cfg->allow_remote_images && req->kind != API_ANTHROPIC_COUNT_TOKENS) {
@@ -273,59 +272,28 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
 }
 
 /* Prompt tokens as generation's usage counts them: each image's placeholder
- * expanded to the image's tokens, computed from its size after the
- * processor's resize (qvl_num_image_tokens, the number mm_expand repeats the
- * placeholder by) without running the tower. data: images are decoded for
- * their size (the decoded size, EXIF rotation included, is what the resize
- * sees); http(s) images are not fetched here and count as their one
+ * replaced by the tokens it expands to (optiq_engine_image_tokens: from the
+ * decoded size, without running the tower). data: images are decoded for
+ * their size; http(s) images are not fetched here and count as their one
  * placeholder token. 0 or an HTTP status with the message in msg. */
 static int count_prompt_tokens(server *sv, const api_request *req, const job *j, int64_t *out, char *msg,
                                size_t msg_size) {
     int64_t n = (int64_t)j->n_ids;
-    for (size_t i = 0; i < req->n_images && sv->have_qvl; i++) {
+    for (size_t i = 0; i < req->n_images && sv->vision; i++) {
         if (strncasecmp(req->images[i], "data:", 5) != 0) continue;
-        image_limits lim = image_limits_default();
-        image_u8 img;
+        optiq_image im = {.source = req->images[i], .max_soft_tokens = req->image_tokens};
         optiq_error err = {0};
         int64_t k = 0;
-        optiq_status st = image_load(req->images[i], &lim, &img, &err);
-        if (st == OPTIQ_OK) {
-            st = qvl_num_image_tokens(&sv->qvl, img.h, img.w, &k, &err);
-            image_free(&img);
-        }
+        optiq_status st = optiq_engine_image_tokens(sv->engine, &im, &k, &err);
         if (st != OPTIQ_OK) {
-            snprintf(msg, msg_size, "image %zu: %.400s", i + 1, err.message);
+            const char *m = strncmp(err.message, "image 1: ", 9) ? err.message : err.message + 9;
+            snprintf(msg, msg_size, "image %zu: %.400s", i + 1, m);
             return st == OPTIQ_ERR_NOMEM ? 500 : 400;
         }
         n += k - 1;
     }
     *out = n;
     return 0;
-}
-
-/* The folder's image processor settings, resolved as the vision front-end
- * resolves them (preprocessor_config.json, processor_config.json). */
-static void load_qvl(server *sv) {
-    char *text[2] = {NULL, NULL};
-    size_t len[2] = {0, 0};
-    static const char *const names[2] = {"preprocessor_config.json", "processor_config.json"};
-    for (int k = 0; k < 2; k++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", sv->cfg->model_dir, names[k]);
-        FILE *f = fopen(path, "rb");
-        if (!f) continue;
-        if (fseek(f, 0, SEEK_END) == 0) {
-            long sz = ftell(f);
-            if (sz >= 0 && sz < (1L << 24) && fseek(f, 0, SEEK_SET) == 0 && (text[k] = malloc((size_t)sz + 1))) {
-                len[k] = fread(text[k], 1, (size_t)sz, f);
-                text[k][len[k]] = 0;
-            }
-        }
-        fclose(f);
-    }
-    sv->have_qvl = qvl_params_from_json(text[0], len[0], text[1], len[1], &sv->qvl, NULL) == OPTIQ_OK;
-    free(text[0]);
-    free(text[1]);
 }
 
 /* ---- worker -------------------------------------------------------------- */
@@ -649,7 +617,6 @@ optiq_status server_run(const server_config *cfg, optiq_error *err) {
         return st;
     }
     sv.vision = optiq_engine_has_vision(sv.engine);
-    if (sv.vision) load_qvl(&sv);
     reasoning_tags_infer(optiq_engine_tokenizer(sv.engine), &sv.think_tags);
     sv.started = (int64_t)time(NULL);
     pthread_mutex_init(&sv.mu, NULL);

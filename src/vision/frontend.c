@@ -7,12 +7,15 @@
 
 #include "io/image.h"
 #include "io/json.h"
+#include "vision/gemma4_vision.h"
 #include "vision/preprocess.h"
 #include "vision/qwen3_vl.h"
 
 struct vision_fe {
-    qwen3_vl *tower;
+    qwen3_vl *tower;   /* Qwen3.5 / Qwen3.6 */
     qvl_params pp;
+    g4v_tower *g4;     /* Gemma-4 (encoder-based or unified) */
+    g4v_params g4p;
     mm_tokens tok;
     int64_t hidden; /* text hidden size = the merger's output */
     image_limits limits;
@@ -35,12 +38,53 @@ static optiq_status read_optional(const model_dir *md, md_file which, char **tex
     return p ? json_read_file(p, JSON_DEFAULT_CAP, text, len, err) : OPTIQ_OK;
 }
 
+/* Gemma-4 (gemma4: the SigLIP-style tower; gemma4_unified: the patch
+ * embedder), both with the embed_vision projector, from the sidecar. Token
+ * ids: the image token and the begin / end-of-image tokens around each
+ * image's run (spec §6.5, §9.2 for the defaults). */
+static optiq_status load_gemma4(const model_dir *md, int64_t text_hidden, vision_fe **out, optiq_error *err) {
+    int unified = !strcmp(model_dir_model_type(md), "gemma4_unified");
+    vision_fe *fe = calloc(1, sizeof *fe);
+    if (!fe) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    fe->hidden = text_hidden;
+    fe->limits = image_limits_default();
+    optiq_status st = g4v_load(model_dir_sidecar(md), model_dir_vision_config(md), "config.json: vision_config",
+                               text_hidden, unified, &fe->g4, err);
+    char *pre = NULL, *proc = NULL;
+    size_t pre_n = 0, proc_n = 0;
+    if (!st) st = read_optional(md, MD_PREPROCESSOR_CONFIG, &pre, &pre_n, err);
+    if (!st) st = read_optional(md, MD_PROCESSOR_CONFIG, &proc, &proc_n, err);
+    if (!st) st = g4v_params_from_json(pre, pre_n, proc, proc_n, unified, &fe->g4p, err);
+    free(pre), free(proc);
+    if (!st) {
+        const g4v_dims *d = g4v_tower_dims(fe->g4);
+        if (fe->g4p.patch != d->patch || fe->g4p.pool != d->pool)
+            st = err_set(err, OPTIQ_ERR_FORMAT,
+                         "the image processor's patch %d / pooling %d do not match config.json's vision_config (%d / %d)",
+                         fe->g4p.patch, fe->g4p.pool, d->patch, d->pool);
+    }
+    fe->tok.mrope = 0;
+    fe->tok.wrap = 1;
+    fe->tok.vision_start = fe->tok.vision_end = -1;
+    if (!st) st = token_id(md, "image_token_id", 258880, &fe->tok.image_pad, err);
+    if (!st) st = token_id(md, "video_token_id", -1, &fe->tok.video_pad, err);
+    if (!st) st = token_id(md, "boi_token_id", 255999, &fe->tok.boi, err);
+    if (!st) st = token_id(md, "eoi_token_id", 258882, &fe->tok.eoi, err);
+    if (st) {
+        vision_fe_free(fe);
+        return st;
+    }
+    *out = fe;
+    return OPTIQ_OK;
+}
+
 optiq_status vision_fe_load(const model_dir *md, int64_t text_hidden, vision_fe **out, optiq_error *err) {
     *out = NULL;
     const st_file *sc = model_dir_sidecar(md);
     const cJSON *vc = model_dir_vision_config(md);
     if (!sc || !vc) return OPTIQ_OK;
     const char *mt = model_dir_model_type(md);
+    if (mt && (!strcmp(mt, "gemma4") || !strcmp(mt, "gemma4_unified"))) return load_gemma4(md, text_hidden, out, err);
     if (!mt || (strcmp(mt, "qwen3_5") && strcmp(mt, "qwen3_5_moe")))
         return err_set(err, OPTIQ_ERR_UNSUPPORTED, "%s: images are not supported for model_type %s yet",
                        model_dir_sidecar_rel(md), mt ? mt : "(none)");
@@ -86,6 +130,7 @@ optiq_status vision_fe_load(const model_dir *md, int64_t text_hidden, vision_fe 
 void vision_fe_free(vision_fe *fe) {
     if (!fe) return;
     qwen3_vl_free(fe->tower);
+    g4v_free(fe->g4);
     free(fe);
 }
 
@@ -108,16 +153,109 @@ static optiq_status decode_one(const vision_fe *fe, const optiq_image *im, size_
     return st;
 }
 
+/* A request's budget for one image: 0 (the processor's), or one of the
+ * values the Gemma-4 processors accept. */
+static optiq_status check_budget(const vision_fe *fe, const optiq_image *im, size_t i, optiq_error *err) {
+    int b = im->max_soft_tokens;
+    if (b == 0) return OPTIQ_OK;
+    if (!fe->g4)
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "image %zu: this model has no soft-token budget to set (%d asked)",
+                       i + 1, b);
+    if (b != 70 && b != 140 && b != 280 && b != 560 && b != 1120)
+        return err_set(err, OPTIQ_ERR_INVALID_ARG,
+                       "image %zu: a soft-token budget of %d is not one of 70, 140, 280, 560, 1120", i + 1, b);
+    return OPTIQ_OK;
+}
+
+/* Gemma-4: each image's [3, th, tw] block (the processor's layout), back
+ * to back; grid (1, th/p, tw/p); n_patches x patch_dim (3p²) floats in all. */
+static optiq_status gemma4_pixels(const vision_fe *fe, const optiq_image *images, size_t n, float **pixels,
+                                  int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw, optiq_error *err) {
+    int p = fe->g4p.patch;
+    float *all = NULL;
+    size_t used = 0;
+    optiq_status st = OPTIQ_OK;
+    for (size_t i = 0; i < n && !st; i++) {
+        image_u8 img = {0};
+        float *px = NULL;
+        int th = 0, tw = 0;
+        st = check_budget(fe, &images[i], i, err);
+        if (!st) st = decode_one(fe, &images[i], i, &img, err);
+        if (!st) st = g4v_pixels(&fe->g4p, img.rgb, img.h, img.w, images[i].max_soft_tokens, &px, &th, &tw, err);
+        image_free(&img);
+        if (st) break;
+        size_t k = (size_t)3 * (size_t)th * (size_t)tw;
+        float *grown = realloc(all, (used + k) * sizeof *all);
+        if (!grown) {
+            free(px);
+            st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+            break;
+        }
+        all = grown;
+        memcpy(all + used, px, k * sizeof *all);
+        free(px);
+        used += k;
+        grid_thw[3 * i] = 1, grid_thw[3 * i + 1] = th / p, grid_thw[3 * i + 2] = tw / p;
+        *n_patches += (int64_t)(th / p) * (tw / p);
+    }
+    if (st) {
+        free(all);
+        *n_patches = 0;
+        return st;
+    }
+    *pixels = all, *patch_dim = (int64_t)3 * p * p;
+    return OPTIQ_OK;
+}
+
+static optiq_status gemma4_encode_pixels(const vision_fe *fe, thread_pool *pool, const float *pixels,
+                                         int64_t n_patches, const int32_t *grid_thw, size_t n, float **feats,
+                                         int64_t *n_tokens, optiq_error *err) {
+    int p = fe->g4p.patch;
+    int64_t total = 0, patches = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (grid_thw[3 * i] != 1 || grid_thw[3 * i + 1] <= 0 || grid_thw[3 * i + 2] <= 0)
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "image %zu: bad grid", i + 1);
+        n_tokens[i] = g4v_soft_tokens(&fe->g4p, grid_thw[3 * i + 1] * p, grid_thw[3 * i + 2] * p);
+        total += n_tokens[i];
+        patches += (int64_t)grid_thw[3 * i + 1] * grid_thw[3 * i + 2];
+    }
+    if (patches != n_patches) return err_set(err, OPTIQ_ERR_INVALID_ARG, "pixel values do not match the grids");
+    float *f = malloc((size_t)(total * fe->hidden) * sizeof *f + 1);
+    if (!f) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    optiq_status st = OPTIQ_OK;
+    size_t off = 0;
+    int64_t row = 0;
+    for (size_t i = 0; i < n && !st; i++) {
+        int th = grid_thw[3 * i + 1] * p, tw = grid_thw[3 * i + 2] * p;
+        st = g4v_encode(fe->g4, pool, pixels + off, th, tw, f + row * fe->hidden, err);
+        if (st) {
+            char msg[sizeof err->message];
+            snprintf(msg, sizeof msg, "image %zu: %.480s", i + 1, err->message);
+            memcpy(err->message, msg, sizeof msg);
+        }
+        off += (size_t)3 * (size_t)th * (size_t)tw;
+        row += n_tokens[i];
+    }
+    if (st) {
+        free(f);
+        return st;
+    }
+    *feats = f;
+    return OPTIQ_OK;
+}
+
 optiq_status vision_fe_pixels(const vision_fe *fe, const optiq_image *images, size_t n, float **pixels,
                               int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw, optiq_error *err) {
     *pixels = NULL, *n_patches = 0, *patch_dim = 0;
+    if (fe->g4) return gemma4_pixels(fe, images, n, pixels, n_patches, patch_dim, grid_thw, err);
     qvl_image *pre = calloc(n ? n : 1, sizeof *pre);
     if (!pre) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
     optiq_status st = OPTIQ_OK;
     int64_t total = 0, dim = 0;
     for (size_t i = 0; i < n && !st; i++) {
         image_u8 img = {0};
-        st = decode_one(fe, &images[i], i, &img, err);
+        st = check_budget(fe, &images[i], i, err);
+        if (!st) st = decode_one(fe, &images[i], i, &img, err);
         if (!st) st = qvl_preprocess(&fe->pp, img.rgb, img.w, img.h, &pre[i], err);
         image_free(&img);
         if (st) break;
@@ -145,6 +283,7 @@ optiq_status vision_fe_encode_pixels(const vision_fe *fe, thread_pool *pool, con
                                      const int32_t *grid_thw, size_t n, float **feats, int64_t *n_tokens,
                                      optiq_error *err) {
     *feats = NULL;
+    if (fe->g4) return gemma4_encode_pixels(fe, pool, pixels, n_patches, grid_thw, n, feats, n_tokens, err);
     int64_t nt = 0;
     optiq_status st = qwen3_vl_check_grid(qwen3_vl_get_config(fe->tower), grid_thw, (int)n, n_patches, &nt, err);
     float *f = NULL;
@@ -169,5 +308,21 @@ optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const opti
     optiq_status st = vision_fe_pixels(fe, images, n, &px, &np, &dim, grid_thw, err);
     if (!st) st = vision_fe_encode_pixels(fe, pool, px, np, grid_thw, n, feats, n_tokens, err);
     free(px);
+    return st;
+}
+
+optiq_status vision_fe_image_tokens(const vision_fe *fe, const optiq_image *image, int64_t *tokens, optiq_error *err) {
+    image_u8 img = {0};
+    optiq_status st = check_budget(fe, image, 0, err);
+    if (!st) st = decode_one(fe, image, 0, &img, err);
+    if (st) return st;
+    if (fe->g4) {
+        int th = 0, tw = 0;
+        st = g4v_target_size(&fe->g4p, img.h, img.w, image->max_soft_tokens, &th, &tw, err);
+        if (!st) *tokens = g4v_soft_tokens(&fe->g4p, th, tw) + (fe->tok.wrap ? 2 : 0);
+    } else {
+        st = qvl_num_image_tokens(&fe->pp, img.h, img.w, tokens, err);
+    }
+    image_free(&img);
     return st;
 }

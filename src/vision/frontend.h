@@ -33,6 +33,10 @@ void vision_fe_free(vision_fe *fe);
 
 const mm_tokens *vision_fe_tokens(const vision_fe *fe);
 
+/* Tokens image's placeholder expands to (soft tokens, plus the wrap tokens
+ * when mm_tokens.wrap), from the decoded size; the tower does not run. */
+optiq_status vision_fe_image_tokens(const vision_fe *fe, const optiq_image *image, int64_t *tokens, optiq_error *err);
+
 /* The images of one prompt → *feats (malloc'd, (Σ n_tokens[i], text_hidden)),
  * grid_thw (n, 3) in patches and n_tokens (n) soft tokens per image. */
 optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,

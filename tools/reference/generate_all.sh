@@ -6,6 +6,7 @@
 #   tests/fixtures/models/qwen35-*/             gen_qwen35.py (Qwen3.5 dense/MoE + reference activations)
 #   tests/fixtures/models/qwen35-vl-*/          gen_qwen35_vl.py (images: mlx-vlm references, mlx-optiq sidecar)
 #   tests/fixtures/models/gemma4-*/             gen_gemma4.py (Gemma 4 text: PLE/KV sharing, K-eq-V, MoE, unified)
+#   tests/fixtures/models/gemma4-vl-*/, preprocess/gemma4/   gen_gemma4_vl.py (Gemma 4 images: mlx-vlm references, mlx-optiq sidecar)
 #   tests/fixtures/images/, preprocess/         gen_images.py, gen_preprocess.py (Pillow / mlx-vlm processor)
 #   tests/fixtures/json/                        gen_json.py
 #   src/text/tokenizer_unicode_tab.c           gen_unicode_tables.py (Unicode 16.0 classes)
@@ -35,6 +36,7 @@ echo "== model folders"
 "$py" "$here/gen_qwen35.py"
 "$py" "$here/gen_qwen35_vl.py"   # tests/fixtures/models/qwen35-vl-{base,mixed}/ (mlx-vlm + mlx-optiq sidecar)
 "$py" "$here/gen_gemma4.py"      # tests/fixtures/models/gemma4-*/ (mlx-lm references)
+"$py" "$here/gen_gemma4_vl.py"   # tests/fixtures/models/gemma4-vl-{mixed,unified}/, preprocess/gemma4/ (mlx-vlm + mlx-optiq sidecar)
 
 echo "== unicode tables, tokenizers"
 "$py" "$here/gen_unicode_tables.py"
