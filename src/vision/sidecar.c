@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +109,109 @@ static optiq_status write_file(const char *path, const void *data, size_t n, opt
     return st;
 }
 
-static optiq_status write_json(const char *path, const cJSON *j, optiq_error *err) {
+/* ---- JSON as Python reads and writes it ------------------------------------
+ * json.load keeps 10000.0 a float and json.dump writes it back as "10000.0";
+ * cJSON keeps only a double and json_print_python writes an integral double
+ * as an integer ("10000"). So that config.json comes out byte for byte as the
+ * original builder writes it, the number items the source text writes as float
+ * literals (with '.', 'e' or 'E') are marked with a private type bit while the
+ * file is read (cJSON tests types on the low byte, and cJSON_Duplicate keeps
+ * the bit), and ".0" is put back after the integral ones when the tree is
+ * printed. Number tokens of a text and number items of its tree in pre-order
+ * pair up one to one: both are in document order. */
+
+#define FLOAT_LITERAL (1 << 13)
+
+/* Number items of j in pre-order (document order), appended to *v. */
+static int number_items(cJSON *j, cJSON ***v, size_t *n, size_t *cap) {
+    if (cJSON_IsNumber(j)) {
+        if (*n == *cap) {
+            *cap = *cap ? 2 * *cap : 64;
+            cJSON **q = realloc(*v, *cap * sizeof *q);
+            if (!q) return -1;
+            *v = q;
+        }
+        (*v)[(*n)++] = j;
+    }
+    for (cJSON *c = j->child; c; c = c->next)
+        if (number_items(c, v, n, cap)) return -1;
+    return 0;
+}
+
+/* Next number token of JSON text at or after *pos (strings skipped): its start
+ * and length, or 0 at the end. */
+static int next_number(const char *s, size_t len, size_t *pos, size_t *start, size_t *n) {
+    size_t i = *pos;
+    while (i < len) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < len && s[i] != '"'; i++)
+                if (s[i] == '\\') i++;
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t b = i;
+            while (i < len && s[i] && strchr("+-.eE0123456789", s[i])) i++;
+            *start = b, *n = i - b, *pos = i;
+            return 1;
+        } else
+            i++;
+    }
+    *pos = len;
+    return 0;
+}
+
+static int is_float_token(const char *t, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (t[i] == '.' || t[i] == 'e' || t[i] == 'E') return 1;
+    return 0;
+}
+
+/* Read and parse a JSON file, marking its float literals. */
+static optiq_status load_json(const char *path, cJSON **out, optiq_error *err) {
+    char *text = NULL;
+    size_t len = 0;
+    cJSON **items = NULL;
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    optiq_status st = json_read_file(path, JSON_DEFAULT_CAP, &text, &len, err);
+    if (!st) st = json_parse(text, len, path, out, err);
+    if (!st && number_items(*out, &items, &n, &cap)) st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    size_t pos = 0, b, l;
+    for (size_t k = 0; !st && k < n && next_number(text, len, &pos, &b, &l); k++)
+        if (is_float_token(text + b, l)) items[k]->type |= FLOAT_LITERAL;
+    if (st) cJSON_Delete(*out), *out = NULL;
+    free(items), free(text);
+    return st;
+}
+
+/* The tree as Python's json.dump(indent=2) writes it, float literals included. */
+static char *print_python(cJSON *j) {
     char *text = json_print_python(j, 2);
+    cJSON **items = NULL;
+    size_t n = 0, cap = 0;
+    if (!text || number_items(j, &items, &n, &cap)) {
+        free(text), free(items);
+        return NULL;
+    }
+    size_t len = strlen(text), extra = 0;
+    for (size_t k = 0; k < n; k++) extra += (items[k]->type & FLOAT_LITERAL) ? 3 : 0;
+    char *o = malloc(len + extra + 1);
+    size_t pos = 0, from = 0, w = 0, b, l;
+    for (size_t k = 0; o && k < n && next_number(text, len, &pos, &b, &l); k++) {
+        if (!(items[k]->type & FLOAT_LITERAL) || is_float_token(text + b, l)) continue;
+        memcpy(o + w, text + from, b + l - from), w += b + l - from, from = b + l;
+        if (signbit(items[k]->valuedouble) && items[k]->valuedouble == 0 && text[b] != '-') {
+            memcpy(o + w - l, "-0", 2), w += 1; /* Python writes -0.0; the printer wrote 0 */
+        }
+        memcpy(o + w, ".0", 2), w += 2;
+    }
+    if (o) memcpy(o + w, text + from, len - from + 1);
+    free(text), free(items);
+    return o;
+}
+
+static optiq_status write_json(const char *path, cJSON *j, optiq_error *err) {
+    char *text = print_python(j);
     if (!text) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
     optiq_status st = write_file(path, text, strlen(text), err);
     free(text);
@@ -330,7 +432,7 @@ static optiq_status update_index(const char *quant, const mm_tensor *t, size_t n
         return OPTIQ_OK;
     }
     cJSON *idx = NULL;
-    optiq_status st = json_load_file(ip, NULL, 0, &idx, err);
+    optiq_status st = load_json(ip, &idx, err);
     if (!st && !cJSON_IsObject(idx)) st = err_set(err, OPTIQ_ERR_FORMAT, "%s: not a JSON object", ip);
     if (!st) {
         cJSON *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
@@ -349,8 +451,8 @@ static optiq_status update_config(const char *base, const char *quant, size_t n,
     char *bp = path_join(base, "config.json"), *qp = path_join(quant, "config.json");
     cJSON *bc = NULL, *qc = NULL;
     optiq_status st = bp && qp ? OPTIQ_OK : err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
-    if (!st) st = json_load_file(bp, NULL, 0, &bc, err);
-    if (!st && is_file(qp)) st = json_load_file(qp, NULL, 0, &qc, err);
+    if (!st) st = load_json(bp, &bc, err);
+    if (!st && is_file(qp)) st = load_json(qp, &qc, err);
     if (!st && !qc) qc = cJSON_CreateObject();
     if (!st && (!cJSON_IsObject(bc) || !cJSON_IsObject(qc)))
         st = err_set(err, OPTIQ_ERR_FORMAT, "config.json: not a JSON object (%s or %s)", bp, qp);

@@ -23,14 +23,17 @@
  *   5. config.json: the multimodal keys of the base config copied over
  *      (vision_config, audio_config, image/video/audio token ids, vision
  *      start/end ids, ...) and "optiq_vision": {sidecar, dtype, n_tensors,
- *      base_model} set; JSON files are written as Python's json.dump(indent=2);
+ *      base_model} set; JSON files are written as Python's json.dump(indent=2)
+ *      writes them (float literals such as 10000.0 stay floats);
  *   6. preprocessor_config.json, processor_config.json and
  *      video_preprocessor_config.json copied from the base when the quant lacks them.
  * Every other file of the quant is left untouched. An existing sidecar is an
  * error unless force is set; running twice with force gives the same bytes.
  * Differences from the original: the base must be a local folder (no Hub
- * download), and tensor data in the file is in name order (MLX writes its
- * hash order), which loaders do not see.
+ * download), and tensor data in the file and the sidecar keys appended to the
+ * index are in name order (MLX writes its hash order), which loaders do not
+ * see. As the original, the base's model_type is not compared with the
+ * folder's.
  */
 #ifndef OPTIQ_VISION_SIDECAR_H
 #define OPTIQ_VISION_SIDECAR_H
