@@ -26,7 +26,7 @@ static void usage(FILE *f) {
             "roofline (memory bandwidth / weight bytes read per token); then the time\n"
             "to encode one 1024x768 image with the model's vision tower shape (random\n"
             "bf16 weights) at the same thread counts, for models that have one.\n"
-            "Models: qwen3_5-0.8b (text and vision), gemma4-e2b (text tower).\n\n"
+            "Models: qwen3_5-0.8b, gemma4-e2b (text and vision towers).\n\n"
             "Options:\n"
             "  --threads N          largest thread count to run (default: physical cores;\n"
             "                       with --synthetic at least 2)\n"

@@ -2,17 +2,20 @@
  * test_bench.c — the synthetic models of `optiq bench --synthetic`: the
  * table, the in-memory builder (loaded through the normal loader, forward
  * finite), the decode byte count against the shapes, and the JSON the
- * benchmark returns. No timing is asserted: only that the figures exist and
- * are positive.
+ * benchmark returns, and the vision part (bench_vision) on gemma4-tiny's
+ * tower. No timing is asserted: only that the figures exist and are
+ * positive.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
 
+#include "bench/bench_vision.h"
 #include "bench/synthetic.h"
 #include "io/model_dir.h"
 #include "models/model.h"
 #include "optiq.h"
 #include "test.h"
+#include "vision/gemma4_vision.h"
 
 static optiq_error e;
 
@@ -223,6 +226,59 @@ static void tiny_cases(const synth_model *tiny, size_t n_tensors, thread_pool *p
     }
 }
 
+/* ---- the vision part ---- */
+
+static double num(const cJSON *o, const char *k) {
+    const cJSON *v = get(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+static void vision_cases(const synth_model *gtiny, thread_pool *pool) {
+    for (TEST_CASE("gemma4-tiny: vision bench encodes the 1024x768 picture at 280 soft tokens, counts consistent")) {
+        int counts[2] = {1, 2};
+        cJSON *root = cJSON_CreateObject();
+        CHECKF(bench_vision(pool, "gemma4-tiny", counts, 2, root, &e) == OPTIQ_OK, "%s", e.message);
+        const cJSON *v = get(root, "vision"), *r;
+        CHECK(v != NULL);
+        /* the processor's size for this picture and budget (spec gemma4.md §6.2) */
+        g4v_params pp = g4v_params_default(0);
+        int th = 0, tw = 0;
+        CHECKF(g4v_target_size(&pp, 768, 1024, 280, &th, &tw, &e) == OPTIQ_OK, "%s", e.message);
+        CHECKF(th == 672 && tw == 912, "target %dx%d", tw, th);
+        if (v) {
+            CHECK(cJSON_IsString(get(v, "model")) && strcmp(get(v, "model")->valuestring, "gemma4-tiny") == 0);
+            CHECK(num(v, "depth") == 2 && num(v, "hidden_size") == 64 && num(v, "num_heads") == 4 &&
+                  num(v, "num_kv_heads") == 2 && num(v, "head_dim") == 16 && num(v, "intermediate_size") == 128);
+            CHECK(gtiny && num(v, "out_hidden_size") == (double)gtiny->hidden);
+            CHECK(num(v, "image_width") == 1024 && num(v, "image_height") == 768 && num(v, "max_soft_tokens") == 280);
+            CHECKF(num(v, "processed_width") == tw && num(v, "processed_height") == th, "%gx%g",
+                   num(v, "processed_width"), num(v, "processed_height"));
+            CHECKF(num(v, "patches") == (double)(th / 16) * (tw / 16), "patches %g", num(v, "patches"));
+            CHECKF(num(v, "soft_tokens") == (double)g4v_soft_tokens(&pp, th, tw) && num(v, "soft_tokens") == 266,
+                   "soft_tokens %g", num(v, "soft_tokens"));
+            CHECK(positive(v, "build_seconds"));
+            CHECK(cJSON_GetArraySize(get(v, "runs")) == 2);
+            int k = 0;
+            cJSON_ArrayForEach(r, get(v, "runs")) {
+                CHECK(num(r, "threads") == counts[k]);
+                k++;
+                CHECK(positive(r, "preprocess_seconds") && positive(r, "tower_seconds") &&
+                      positive(r, "total_seconds"));
+                CHECK(num(r, "total_seconds") >= num(r, "tower_seconds"));
+                CHECK(cJSON_IsTrue(get(r, "finite")));
+            }
+        }
+        cJSON_Delete(root);
+    }
+    for (TEST_CASE("vision bench: a row without a vision shape adds nothing")) {
+        int counts[1] = {1};
+        cJSON *root = cJSON_CreateObject();
+        CHECK(bench_vision(pool, "qwen3_5-tiny", counts, 1, root, &e) == OPTIQ_OK);
+        CHECK(get(root, "vision") == NULL && cJSON_GetArraySize(root) == 0);
+        cJSON_Delete(root);
+    }
+}
+
 int main(void) {
     const synth_model *qtiny = synthetic_find("qwen3_5-tiny"), *gtiny = synthetic_find("gemma4-tiny");
     thread_pool *pool = pool_create(2);
@@ -278,6 +334,7 @@ int main(void) {
      * layer 4 norms, q/o (6), q_norm, MLP (9), PLE gate/projection (6) + norm,
      * layer_scalar = 28; the 3 K/V owners k/v (6) + k_norm more */
     if (gtiny) tiny_cases(gtiny, 11 + 6 * 28 + 3 * 7, pool);
+    vision_cases(gtiny, pool);
 
     for (TEST_CASE("gemma4-tiny with K-eq-V full layers: loads, decode bytes agree, decode finite")) {
         if (!gtiny) break;
