@@ -118,3 +118,28 @@ cJSON *lm_describe(const model_dir *md, optiq_error *err) {
     }
     return ops->describe(md, err);
 }
+
+optiq_status lm_forward_batch(const lm_model *m, lm_cache *const *caches, const int32_t *tokens, int64_t n,
+                              thread_pool *pool, float *logits, optiq_error *err) {
+    if (n < 1 || !caches || !tokens || !logits) return err_set(err, OPTIQ_ERR_INVALID_ARG, "forward_batch: no sequences");
+    for (int64_t i = 0; i < n; i++) {
+        if (!caches[i] || caches[i]->model != m)
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "forward_batch: cache %lld belongs to another model", (long long)i);
+        for (int64_t j = 0; j < i; j++)
+            if (caches[j] == caches[i])
+                return err_set(err, OPTIQ_ERR_INVALID_ARG, "forward_batch: cache %lld appears twice", (long long)i);
+        if (caches[i]->pos >= caches[i]->capacity)
+            return err_set(err, OPTIQ_ERR_CONTEXT, "forward_batch: sequence %lld is full (%lld tokens)", (long long)i,
+                           (long long)caches[i]->capacity);
+        if (tokens[i] < 0 || tokens[i] >= m->info.vocab_size)
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "token id %d of sequence %lld is outside the vocabulary",
+                           (int)tokens[i], (long long)i);
+    }
+    if (m->ops->forward_batch) return m->ops->forward_batch(m, caches, tokens, n, pool, logits, err);
+    for (int64_t i = 0; i < n; i++) {
+        lm_forward_args a = {.tokens = tokens + i, .n = 1, .logits = logits + i * m->info.vocab_size};
+        optiq_status st = lm_forward(m, caches[i], pool, &a, err);
+        if (st) return st;
+    }
+    return OPTIQ_OK;
+}

@@ -93,6 +93,13 @@ typedef struct lm_ops {
                             optiq_error *err);
     /* out (n, hidden) = the input embeddings of ids (what forward uses when embeds is NULL). */
     optiq_status (*embed)(const lm_model *m, const int32_t *ids, int64_t n, float *out, optiq_error *err);
+    /* One decode step of n sequences at once: tokens[i] goes through
+     * caches[i] at that cache's own position, logits row i (vocab_size
+     * floats) comes out. Every weight matrix is read once for all rows
+     * (linear_apply with n rows); attention and recurrent states stay per
+     * sequence. NULL: lm_forward_batch runs the sequences one by one. */
+    optiq_status (*forward_batch)(const lm_model *m, lm_cache *const *caches, const int32_t *tokens, int64_t n,
+                                  thread_pool *pool, float *logits, optiq_error *err);
     /* Weight bytes one decode step reads (every matrix it multiplies with,
      * packed size incl. scales; for MoE only top-k experts), for the roofline. */
     uint64_t (*decode_bytes)(const lm_model *m);
@@ -151,5 +158,14 @@ optiq_status lm_forward(const lm_model *m, lm_cache *c, thread_pool *pool, const
 cJSON *lm_describe(const model_dir *md, optiq_error *err);
 optiq_status lm_embed(const lm_model *m, const int32_t *ids, int64_t n, float *out, optiq_error *err);
 uint64_t lm_decode_bytes(const lm_model *m);
+
+/* One decode step for n sequences (lm_ops.forward_batch): token i appended
+ * to caches[i] (distinct caches of this model, each with room for one more
+ * token), logits (n, vocab_size). The logits equal what lm_forward gives for
+ * each sequence alone, up to the matmul kernels' row-count independence
+ * (docs/parity.md). On failure every cache is as before the call, or reset
+ * when a family cannot undo a partial step (out of memory). */
+optiq_status lm_forward_batch(const lm_model *m, lm_cache *const *caches, const int32_t *tokens, int64_t n,
+                              thread_pool *pool, float *logits, optiq_error *err);
 
 #endif
