@@ -6,6 +6,9 @@
  *   VNNI vs portable q8   same integer sums, same per-lane f32 scaling; only
  *                         the order of the f32 lane accumulation differs:
  *                         |diff| <= 1e-5 * magnitude (magnitude = Σ|terms|)
+ *   AVX2 vs portable q8   bit for bit: same integers, same f32 operations in
+ *                         the same order (qkern_q8_avx2.c), on random shapes,
+ *                         block sizes 1..QMM_MB and every scale dtype
  *   q8 vs the f32 path    the two-int8 rounding of x is the only approximation:
  *                         |x_k - (d_b/256)(256 q1 + q2)| <= d_b / 512, so
  *                         |y_q8 - y| <= Σ_k |s_g c_k| d_b / 512 (+ 1e-5 * magnitude
@@ -40,7 +43,16 @@ typedef struct rw {
     uint8_t *w, *s, *b;
 } rw;
 
-static void rw_make(rw *r, int bits, int gs, int64_t rows, int64_t cols) {
+static void put_scale(uint8_t *p, dtype dt, float v) {
+    if (dt == DT_F32) {
+        memcpy(p, &v, 4);
+    } else {
+        uint16_t h = dt == DT_F16 ? f32_to_f16(v) : f32_to_bf16(v);
+        memcpy(p, &h, 2);
+    }
+}
+
+static void rw_make_dt(rw *r, int bits, int gs, int64_t rows, int64_t cols, dtype sdt) {
     memset(r, 0, sizeof *r);
     r->q.fmt = (qformat){QMODE_AFFINE, bits, gs};
     r->q.n_mats = 1;
@@ -49,19 +61,21 @@ static void rw_make(rw *r, int bits, int gs, int64_t rows, int64_t cols) {
     int64_t G = cols / gs;
     size_t wb = (size_t)(rows * cols * bits / 8);
     r->w = malloc(wb + 1);
-    r->s = malloc((size_t)(rows * G) * 2 + 1);
-    r->b = malloc((size_t)(rows * G) * 2 + 1);
+    size_t es = dtype_size(sdt);
+    r->s = malloc((size_t)(rows * G) * es + 1);
+    r->b = malloc((size_t)(rows * G) * es + 1);
     for (size_t i = 0; i < wb; i++) r->w[1 + i] = (uint8_t)rnd();
     for (int64_t i = 0; i < rows * G; i++) {
-        uint16_t hs = f32_to_bf16(frand(0.001f, 0.02f) * (rnd() & 1 ? -1.0f : 1.0f)), hb = f32_to_bf16(frand(-0.2f, 0.2f));
-        memcpy(r->s + 1 + 2 * i, &hs, 2);
-        memcpy(r->b + 1 + 2 * i, &hb, 2);
+        put_scale(r->s + 1 + es * (size_t)i, sdt, frand(0.001f, 0.02f) * (rnd() & 1 ? -1.0f : 1.0f));
+        put_scale(r->b + 1 + es * (size_t)i, sdt, frand(-0.2f, 0.2f));
     }
     r->q.w = r->w + 1;
     r->q.scales = r->s + 1;
     r->q.biases = r->b + 1;
-    r->q.scale_dtype = DT_BF16;
+    r->q.scale_dtype = sdt;
 }
+
+static void rw_make(rw *r, int bits, int gs, int64_t rows, int64_t cols) { rw_make_dt(r, bits, gs, rows, cols, DT_BF16); }
 
 static void rw_free(rw *r) { free(r->w), free(r->s), free(r->b); }
 
@@ -103,7 +117,9 @@ static void bounds(const qweight *q, const float *x, int64_t m, double *bound, d
 
 int main(void) {
     const int has_vnni = cpu_detected_level() >= CPU_AVX512 && cpu_get_features()->avx512vnni;
-    printf("# VNNI kernels %s\n", has_vnni ? "tested" : "not available on this CPU (portable q8 only)");
+    const int has_avx2 = cpu_detected_level() >= CPU_AVX2;
+    printf("# VNNI kernels %s\n", has_vnni ? "tested" : "not available on this CPU");
+    printf("# AVX2 kernels %s\n", has_avx2 ? "tested" : "not available on this CPU");
     const int64_t Ks[] = {32, 96, 128, 160, 576, 1024};
     const int gss[] = {32, 64, 128};
     const int bitss[] = {4, 8};
@@ -115,7 +131,7 @@ int main(void) {
                 if (K % gs) continue;
                 int64_t R = 1 + (int64_t)(rnd() % 37), M = 11;
                 char label[160];
-                snprintf(label, sizeof label, "affine%d gs%d K=%lld rows=%lld: q8 portable, VNNI, f32 path agree", bits,
+                snprintf(label, sizeof label, "affine%d gs%d K=%lld rows=%lld: q8 portable, VNNI, AVX2, f32 path agree", bits,
                          gs, (long long)K, (long long)R);
                 for (TEST_CASE(label)) {
                     rw w;
@@ -148,11 +164,16 @@ int main(void) {
                         CHECK(mm(&w.q, x + 5 * K, 1, y1, CPU_AVX512, 1) == OPTIQ_OK);
                         CHECK(memcmp(y1, yv + 5 * R, sizeof(float) * (size_t)R) == 0);
                     }
-                    /* AVX2 has no q8 kernel: asking for it keeps the f32 path */
-                    qmm_opts ao = qmm_opts_default();
-                    ao.level = CPU_AVX2;
-                    ao.q8 = 1;
-                    CHECK(!qmatmul_uses_q8(&w.q, &ao));
+                    if (has_avx2) {
+                        qmm_opts ao = qmm_opts_default();
+                        ao.level = CPU_AVX2;
+                        ao.q8 = 1;
+                        CHECK(qmatmul_uses_q8(&w.q, &ao));
+                        CHECK(mm(&w.q, x, M, yv, CPU_AVX2, 1) == OPTIQ_OK);
+                        for (int64_t i = 0; i < M * R; i++)
+                            CHECKF(memcmp(&yv[i], &yp[i], sizeof(float)) == 0, "AVX2 vs portable at %lld: %.9g vs %.9g",
+                                   (long long)i, yv[i], yp[i]);
+                    }
                     free(x), free(yf), free(yp), free(yv), free(y1), free(bd), free(mg);
                     rw_free(&w);
                 }
@@ -177,6 +198,61 @@ int main(void) {
             qprep_q8b_vnni(x, K, pb);
             CHECKF(memcmp(pa, pb, used + sizeof(float) * (size_t)(K / 4)) == 0, "8-bit layout differs at K=%lld", (long long)K);
             free(x), free(pa), free(pb);
+        }
+    }
+    for (TEST_CASE("activation preparation: AVX2 and portable write the same bytes")) {
+        if (!has_avx2) break;
+        const int64_t ks[] = {32, 64, 96, 128, 160, 224, 1024, 3584};
+        for (int ki = 0; ki < 8; ki++) {
+            int64_t K = ks[ki], plen = qkern_prep_len(K);
+            float *x = malloc(sizeof(float) * (size_t)K);
+            float *pa = aligned_alloc(64, sizeof(float) * (size_t)plen), *pb = aligned_alloc(64, sizeof(float) * (size_t)plen);
+            for (int64_t i = 0; i < K; i++) x[i] = frand(-3.0f, 3.0f) * (i % 5 == 0 ? 100.0f : 1.0f);
+            if (K >= 64) memset(x + 32, 0, sizeof(float) * 32); /* a zero block */
+            x[K - 1] = 0.5f * (x[K - 2] = 127.0f); /* a block whose max is exact */
+            for (int64_t i = 0; i + 1 < K; i += 37) x[i] = (float)(i % 9) - 4.5f; /* ties in the rounding */
+            memset(pa, 0xAB, sizeof(float) * (size_t)plen);
+            memset(pb, 0xAB, sizeof(float) * (size_t)plen);
+            size_t used = Q8_SCALES_OFF(K);
+            qprep_q8n_portable(x, K, pa);
+            qprep_q8n_avx2(x, K, pb);
+            CHECKF(memcmp(pa, pb, used + sizeof(float) * (size_t)(K / 8)) == 0, "4-bit layout differs at K=%lld", (long long)K);
+            qprep_q8b_portable(x, K, pa);
+            qprep_q8b_avx2(x, K, pb);
+            CHECKF(memcmp(pa, pb, used + sizeof(float) * (size_t)(K / 4)) == 0, "8-bit layout differs at K=%lld", (long long)K);
+            free(x), free(pa), free(pb);
+        }
+    }
+    /* Random shapes: K any multiple of the group size (chunk tails of 32, 64
+     * and 96 columns, scale windows cut short), every block size, every scale
+     * dtype; each activation row alone must give the same bits as in its block. */
+    for (TEST_CASE("AVX2 q8 kernels: bit-identical to portable q8 on random shapes, alone or batched")) {
+        if (!has_avx2) break;
+        const dtype dts[] = {DT_BF16, DT_F16, DT_F32};
+        for (int it = 0; it < 120; it++) {
+            int bits = it & 1 ? 8 : 4, gs = 32 << (rnd() % 3);
+            int64_t K = gs * (1 + (int64_t)(rnd() % (2048 / gs))), R = 1 + (int64_t)(rnd() % 41);
+            int64_t M = it % 10 == 9 ? 11 : 1 + (int64_t)(rnd() % QMM_MB);
+            dtype sdt = dts[rnd() % 3];
+            rw w;
+            rw_make_dt(&w, bits, gs, R, K, sdt);
+            float *x = malloc(sizeof(float) * (size_t)(M * K));
+            for (int64_t i = 0; i < M * K; i++) x[i] = frand(-2.0f, 2.0f) * (i % 11 == 0 ? 8.0f : 1.0f);
+            float *yp = malloc(sizeof(float) * (size_t)(M * R)), *ya = malloc(sizeof(float) * (size_t)(M * R));
+            float *y1 = malloc(sizeof(float) * (size_t)R);
+            CHECK(mm(&w.q, x, M, yp, CPU_PORTABLE, 1) == OPTIQ_OK);
+            CHECK(mm(&w.q, x, M, ya, CPU_AVX2, 1) == OPTIQ_OK);
+            for (int64_t i = 0; i < M * R; i++)
+                CHECKF(memcmp(&ya[i], &yp[i], sizeof(float)) == 0,
+                       "affine%d gs%d %s K=%lld R=%lld M=%lld at %lld: %.9g vs portable %.9g", bits, gs, dtype_name(sdt),
+                       (long long)K, (long long)R, (long long)M, (long long)i, ya[i], yp[i]);
+            for (int64_t i = 0; i < M; i++) {
+                CHECK(mm(&w.q, x + i * K, 1, y1, CPU_AVX2, 1) == OPTIQ_OK);
+                CHECKF(memcmp(y1, ya + i * R, sizeof(float) * (size_t)R) == 0, "row %lld alone differs (K=%lld M=%lld)",
+                       (long long)i, (long long)K, (long long)M);
+            }
+            free(x), free(yp), free(ya), free(y1);
+            rw_free(&w);
         }
     }
     for (TEST_CASE("formats without a q8 kernel (3-bit, mxfp4) keep the f32 path")) {

@@ -64,7 +64,8 @@ typedef struct qkern_level {
 /* ---- the int8-activation path ("q8") ------------------------------------------
  * For affine 4- and 8-bit weights, activations can be written as two int8
  * codes per element so the products run as u8 x s8 integer dot products
- * (AVX-512 VNNI vpdpbusd: exact int32 sums of 4 products per lane). Per block
+ * (AVX-512 VNNI vpdpbusd: exact int32 sums of 4 products per lane; AVX2
+ * vpmaddubsw / vpmaddwd, see qkern_q8_avx2.c). Per block
  * of 32 columns, with d = max|x| / 127 over the block (0 for an all-zero
  * block):
  *     q1 = round(x / d)                      in [-127, 127]
@@ -93,6 +94,10 @@ void qprep_q8n_vnni(const float *x, int64_t K, float *xp);
 void qprep_q8b_vnni(const float *x, int64_t K, float *xp);
 void qmm_q8n_vnni(const qmm_args *a);
 void qmm_q8b_vnni(const qmm_args *a);
+void qprep_q8n_avx2(const float *x, int64_t K, float *xp); /* qkern_q8_avx2.c: results bit-identical */
+void qprep_q8b_avx2(const float *x, int64_t K, float *xp); /* to the portable ones */
+void qmm_q8n_avx2(const qmm_args *a);
+void qmm_q8b_avx2(const qmm_args *a);
 
 static inline int64_t qkern_prep_len(int64_t K) { return (K + 63) & ~(int64_t)63; }
 

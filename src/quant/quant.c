@@ -105,12 +105,12 @@ static const qkern_level KERN_AFFINE_GENERIC[CPU_LEVEL_COUNT] = {
 };
 static const qkern_level KERN_AFFINE4[CPU_LEVEL_COUNT] = {
     [CPU_PORTABLE] = {qmm_portable, NULL, qmm_q8n_portable, qprep_q8n_portable},
-    [CPU_AVX2] = {qmm_affine4_avx2, qprep_nib16_avx2, NULL, NULL},
+    [CPU_AVX2] = {qmm_affine4_avx2, qprep_nib16_avx2, qmm_q8n_avx2, qprep_q8n_avx2},
     [CPU_AVX512] = {qmm_affine4_avx512, qprep_nib32_avx512, qmm_q8n_vnni, qprep_q8n_vnni}, /* q8: with VNNI only */
 };
 static const qkern_level KERN_AFFINE8[CPU_LEVEL_COUNT] = {
     [CPU_PORTABLE] = {qmm_portable, NULL, qmm_q8b_portable, qprep_q8b_portable},
-    [CPU_AVX2] = {qmm_affine8_avx2, NULL, NULL, NULL},
+    [CPU_AVX2] = {qmm_affine8_avx2, NULL, qmm_q8b_avx2, qprep_q8b_avx2},
     [CPU_AVX512] = {qmm_affine8_avx512, NULL, qmm_q8b_vnni, qprep_q8b_vnni}, /* q8: with VNNI only */
 };
 static const qkern_level KERN_FP4[CPU_LEVEL_COUNT] = {
