@@ -37,7 +37,7 @@ typedef struct qmm_opts {
     int64_t ldx; /* floats between rows of x; 0: cols */
     int64_t ldy; /* floats between rows of y; 0: rows */
     int q8;      /* 1: int8 activations where the format has such a kernel at the
-                  * chosen level (affine 4/8-bit: portable, or AVX-512 with VNNI);
+                  * chosen level (affine 4/8-bit: portable, AVX2, or AVX-512 with VNNI);
                   * other formats and levels keep the f32 path. See qkern.h. */
 } qmm_opts;
 
