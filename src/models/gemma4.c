@@ -795,15 +795,16 @@ static optiq_status g4_embed(const lm_model *bm, const int32_t *ids, int64_t n, 
     return OPTIQ_OK;
 }
 
-static optiq_status layer_forward(const g4_model *m, g4_cache *c, thread_pool *pool, int64_t li, int64_t n,
-                                  int spans, optiq_error *err) {
+/* Everything of layer li after attention, on n rows of c's scratch: the
+ * attention output in r (n, H) is added to h, then MLP / MoE, PLE, scalar.
+ * Row-wise throughout, so the single-sequence and the batched step share it. */
+static optiq_status layer_after_attn(const g4_model *m, g4_cache *c, thread_pool *pool, int64_t li, int64_t n,
+                                     optiq_error *err) {
     const g4_config *k = &m->c;
     const g4_layer *L = &m->layers[li];
     int64_t H = k->hidden;
     float *h = c->h, *xn = c->xn, *r = c->r, *r2 = c->r2;
     optiq_status st;
-    nn_rmsnorm(h, n, H, L->in_norm, (float)k->eps, xn);
-    if ((st = attn_forward(m, L, c, pool, xn, n, spans, r, err))) return st;
     nn_rmsnorm(r, n, H, L->post_attn_norm, (float)k->eps, r);
     for (int64_t i = 0; i < n * H; i++) h[i] += r[i];
     nn_rmsnorm(h, n, H, L->pre_ff_norm, (float)k->eps, xn);
@@ -824,6 +825,14 @@ static optiq_status layer_forward(const g4_model *m, g4_cache *c, thread_pool *p
     }
     for (int64_t i = 0; i < n * H; i++) h[i] *= L->scalar;
     return OPTIQ_OK;
+}
+
+static optiq_status layer_forward(const g4_model *m, g4_cache *c, thread_pool *pool, int64_t li, int64_t n,
+                                  int spans, optiq_error *err) {
+    const g4_layer *L = &m->layers[li];
+    nn_rmsnorm(c->h, n, m->c.hidden, L->in_norm, (float)m->c.eps, c->xn);
+    optiq_status st = attn_forward(m, L, c, pool, c->xn, n, spans, c->r, err);
+    return st ? st : layer_after_attn(m, c, pool, li, n, err);
 }
 
 static optiq_status g4_forward(const lm_model *bm, lm_cache *bc, thread_pool *pool, const lm_forward_args *a,
@@ -887,6 +896,126 @@ static optiq_status g4_forward(const lm_model *bm, lm_cache *bc, thread_pool *po
             for (int64_t i = 0; i < rows * k->vocab; i++) a->logits[i] = tanhf(a->logits[i] * inv) * cap;
         }
     }
+    return OPTIQ_OK;
+}
+
+/* ---- batched decode (lm_forward_batch) ----
+ *
+ * One token for each of n sequences. Every product runs once over the n rows
+ * (the kernels read each weight matrix once per call), on the scratch of the
+ * first cache grown to n rows; each row's q/k norms, RoPE, K/V write and
+ * attention use that sequence's own position and caches (a KV-shared layer
+ * reads its source layer in the same sequence's cache). Attention scratch is
+ * each sequence's own (sized for its position by ensure_scratch). */
+
+typedef struct batch_attn {
+    const g4_model *m;
+    const g4_layer *L;
+    g4_cache *const *caches;
+    const float *q; /* (n, Hq, D) */
+    float *o;       /* (n, Hq, D) */
+} batch_attn;
+
+/* Attention of sequence i's one query. Called from a pool task (pool NULL),
+ * it runs inline with that task's thread index, which picks the row of the
+ * sequence's attention scratch. */
+static void batch_attn_one(const batch_attn *b, int64_t i, thread_pool *pool) {
+    const g4_layer *L = b->L;
+    const g4_cache *ci = b->caches[i];
+    const g4_kv *kv = &ci->kv[L->src];
+    int64_t Hq = b->m->c.n_heads, D = L->d;
+    nn_attn_mask mask = {L->full ? 0 : b->m->c.window, L->full ? 0 : kv->rows, NULL, NULL};
+    nn_attention_masked(pool, b->q + i * Hq * D, kv->k, kv->v, 1, ci->base.pos, &mask, (int)Hq, (int)L->n_kv, (int)D,
+                        1.0f, b->o + i * Hq * D, ci->att, ci->att_n);
+}
+
+static void batch_attn_task(void *ctx, int64_t i, int thread) {
+    (void)thread;
+    batch_attn_one(ctx, i, NULL);
+}
+
+/* Attention of layer L for the n rows of xn (n, H) into out (n, H). */
+static optiq_status attn_batch(const g4_model *m, const g4_layer *L, g4_cache *const *caches, int64_t n,
+                               thread_pool *pool, const float *x, float *out, optiq_error *err) {
+    const g4_config *k = &m->c;
+    g4_cache *c = caches[0]; /* holds the scratch; c->pos (n) the position of each row */
+    int64_t D = L->d, Hq = k->n_heads, Hkv = L->n_kv;
+    const float *inv = L->full ? m->inv_full : m->inv_sliding;
+    float *q = c->q; /* (n, Hq, D) */
+    optiq_status st;
+    if ((st = linear_apply(pool, &L->q, 0, x, n, q, 0, Q8(m), err))) return st;
+    nn_rmsnorm(q, n * Hq, D, L->q_norm, (float)k->eps, q);
+    nn_rope(q, n, (int)Hq, (int)D, (int)(D / 2), inv, c->pos, NULL);
+    if (L->owner) {
+        float *kr = c->kraw, *kn = c->knew, *vn = c->vnew; /* (n, Hkv, D) */
+        if ((st = linear_apply(pool, &L->k, 0, x, n, kr, 0, Q8(m), err))) return st;
+        if (L->keqv) nn_rmsnorm(kr, n * Hkv, D, NULL, (float)k->eps, vn);
+        else {
+            if ((st = linear_apply(pool, &L->v, 0, x, n, vn, 0, Q8(m), err))) return st;
+            nn_rmsnorm(vn, n * Hkv, D, NULL, (float)k->eps, vn);
+        }
+        nn_rmsnorm(kr, n * Hkv, D, L->k_norm, (float)k->eps, kn);
+        nn_rope(kn, n, (int)Hkv, (int)D, (int)(D / 2), inv, c->pos, NULL);
+        size_t row = (size_t)(Hkv * D);
+        for (int64_t i = 0; i < n; i++) {
+            g4_kv *kv = &caches[i]->kv[L->src];
+            int64_t r = caches[i]->base.pos % kv->rows;
+            memcpy(kv->k + r * (int64_t)row, kn + i * (int64_t)row, sizeof(float) * row);
+            memcpy(kv->v + r * (int64_t)row, vn + i * (int64_t)row, sizeof(float) * row);
+        }
+    }
+    batch_attn b = {m, L, caches, q, c->o};
+    /* enough sequences to keep every thread busy: one task per sequence;
+     * else each sequence's heads over the pool (same result either way) */
+    if (n >= pool_threads(pool)) pool_run(pool, n, batch_attn_task, &b);
+    else
+        for (int64_t i = 0; i < n; i++) batch_attn_one(&b, i, pool);
+    return linear_apply(pool, &L->o, 0, c->o, n, out, 0, Q8(m), err);
+}
+
+static optiq_status g4_forward_batch(const lm_model *bm, lm_cache *const *bcs, const int32_t *tokens, int64_t n,
+                                     thread_pool *pool, float *logits, optiq_error *err) {
+    const g4_model *m = (const g4_model *)bm;
+    g4_cache *const *caches = (g4_cache *const *)bcs;
+    const g4_config *k = &m->c;
+    int64_t H = k->hidden;
+    int threads = pool_threads(pool);
+    optiq_status st = OPTIQ_OK;
+    /* Room first (none of these changes what a cache holds): each sequence's
+     * K/V rows and attention scratch for one more token, then n rows of
+     * scratch in the first cache. */
+    for (int64_t i = 0; i < n && st == OPTIQ_OK; i++) {
+        st = ensure_kv(caches[i], m, 1, err);
+        if (st == OPTIQ_OK) st = ensure_scratch(caches[i], m, 1, threads, err);
+    }
+    g4_cache *c = caches[0];
+    if (st == OPTIQ_OK) st = ensure_scratch(c, m, n, threads, err);
+    if (st) return err_prefix(err, "forward_batch: ");
+    for (int64_t i = 0; i < n; i++) c->pos[i] = (int32_t)caches[i]->base.pos;
+    float *h = c->h; /* (n, H) */
+    if ((st = g4_embed(bm, tokens, n, h, err))) return st;
+    if (k->ple > 0 && (st = ple_inputs(m, c, pool, tokens, h, n, err))) return st;
+    /* A failure from here on (out of memory only) leaves every cache valid
+     * at its old position: the step wrote K/V only at row pos of each
+     * sequence, which no query sees before the next step rewrites it (a
+     * sliding ring's row pos % ring held position <= pos - window, outside
+     * every later window, and ensure_kv never copies it), and pos advances
+     * only at the end. So no cache needs a reset. */
+    for (int64_t li = 0; li < k->n_layers; li++) {
+        const g4_layer *L = &m->layers[li];
+        nn_rmsnorm(h, n, H, L->in_norm, (float)k->eps, c->xn);
+        if ((st = attn_batch(m, L, caches, n, pool, c->xn, c->r, err)) ||
+            (st = layer_after_attn(m, c, pool, li, n, err)))
+            return err_prefix(err, "forward_batch: ");
+    }
+    nn_rmsnorm(h, n, H, m->final_norm, (float)k->eps, h);
+    const linear *head = k->tie ? &m->embed : &m->head;
+    if ((st = linear_apply(pool, head, 0, h, n, logits, 0, Q8(m), err))) return err_prefix(err, "forward_batch: ");
+    if (k->softcap > 0) {
+        float cap = (float)k->softcap, inv = 1.0f / cap;
+        for (int64_t i = 0; i < n * k->vocab; i++) logits[i] = tanhf(logits[i] * inv) * cap;
+    }
+    for (int64_t i = 0; i < n; i++) caches[i]->base.pos++;
     return OPTIQ_OK;
 }
 
@@ -979,6 +1108,7 @@ const lm_ops gemma4_ops = {
     .cache_free = g4_cache_free,
     .cache_reset = g4_cache_reset,
     .forward = g4_forward,
+    .forward_batch = g4_forward_batch,
     .embed = g4_embed,
     .decode_bytes = g4_decode_bytes,
     .describe = g4_describe,

@@ -486,7 +486,10 @@ static optiq_status ensure_kv(q35_cache *c, const q35_model *m, int64_t need, op
     return OPTIQ_OK;
 }
 
-static optiq_status ensure_scratch(q35_cache *c, const q35_model *m, int64_t n, int threads, optiq_error *err) {
+/* Scratch for n tokens, and attention scratch of (threads, att_len) floats
+ * (att_len: the most keys a query of the call sees). */
+static optiq_status ensure_scratch(q35_cache *c, const q35_model *m, int64_t n, int threads, int64_t att_len,
+                                   optiq_error *err) {
     const q35_config *k = &m->c;
     if (n > c->scr_n) {
         int64_t H = k->hidden;
@@ -512,11 +515,11 @@ static optiq_status ensure_scratch(q35_cache *c, const q35_model *m, int64_t n, 
         if (!ids) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory for %lld tokens of scratch", (long long)n);
         c->scr_n = n;
     }
-    if (threads > c->att_threads || c->kv_alloc > c->att_alloc) {
-        if (!grow(&c->att, (size_t)threads * (size_t)c->kv_alloc))
+    if (threads > c->att_threads || att_len > c->att_alloc) {
+        if (!grow(&c->att, (size_t)threads * (size_t)att_len))
             return err_set(err, OPTIQ_ERR_NOMEM, "out of memory for attention scratch");
         c->att_threads = threads;
-        c->att_alloc = c->kv_alloc;
+        c->att_alloc = att_len;
     }
     return OPTIQ_OK;
 }
@@ -550,10 +553,46 @@ static void gdn_head(void *vctx, int64_t h, int thread) {
     }
 }
 
+/* The conv output row of one token (conv_dim): q and k normalized as
+ * mlx-lm's normalize_qk, x / sqrt(mean(x²) + 1e-6/Dk) times 1/Dk (q) and
+ * Dk^-1/2 (k), in place. */
+static void gdn_norm_qk(const q35_model *m, float *u) {
+    int64_t Dk = m->c.lk_dim;
+    float inv_scale = (float)(1.0 / sqrt((double)Dk));
+    float qs = (float)(1.0 / (double)Dk);
+    float eps = (float)(1e-6 / (double)Dk);
+    float *q = u, *kk = u + m->key_dim;
+    nn_rmsnorm(q, m->c.lk_heads, Dk, NULL, eps, q);
+    nn_rmsnorm(kk, m->c.lk_heads, Dk, NULL, eps, kk);
+    for (int64_t j = 0; j < m->key_dim; j++) {
+        q[j] *= qs;
+        kk[j] *= inv_scale;
+    }
+}
+
+/* In place over (n, Hv): bb = beta = sigmoid(b), aa = g = exp(-exp(A_log) * softplus(a + dt_bias)). */
+static void gdn_gates(const q35_layer *L, int64_t Hv, int64_t n, float *bb, float *aa) {
+    for (int64_t i = 0; i < n * Hv; i++) {
+        int64_t h = i % Hv;
+        bb[i] = nn_sigmoid(bb[i]);
+        aa[i] = expf(L->neg_a[h] * nn_softplus(aa[i] + L->dt_bias[h]));
+    }
+}
+
+/* out (n, H) = out_proj(rmsnorm(y; norm.weight) * silu(z)), the norm per
+ * (token, head); y (n, Hv*Dv) is overwritten. */
+static optiq_status gdn_output(const q35_model *m, const q35_layer *L, thread_pool *pool, float *y, const float *z,
+                               int64_t n, float *out, optiq_error *err) {
+    int64_t Hv = m->c.lv_heads, Dv = m->c.lv_dim;
+    nn_rmsnorm(y, n * Hv, Dv, L->gnorm, (float)m->c.eps, y);
+    for (int64_t i = 0; i < n * Hv * Dv; i++) y[i] *= nn_silu(z[i]);
+    return linear_apply(pool, &L->out_proj, 0, y, n, out, 0, Q8(m), err);
+}
+
 static optiq_status gdn_forward(const q35_model *m, const q35_layer *L, q35_cache *c, int64_t li, thread_pool *pool,
                                 const float *x, int64_t n, float *out, optiq_error *err) {
     const q35_config *k = &m->c;
-    int64_t C = m->conv_dim, K = k->conv_k, Hv = k->lv_heads, Dv = k->lv_dim, Dk = k->lk_dim;
+    int64_t C = m->conv_dim, K = k->conv_k, Hv = k->lv_heads;
     float *win = c->big1;            /* (K-1+n, C) conv window */
     float *qkv = win + (K - 1) * C;  /* (n, C) the new rows */
     float *u = c->big2;              /* (n, C) conv output */
@@ -575,33 +614,28 @@ static optiq_status gdn_forward(const q35_model *m, const q35_layer *L, q35_cach
             u[t * C + ch] = nn_silu(s);
         }
     memcpy(cs, win + n * C, sizeof(float) * (size_t)((K - 1) * C));
-    /* q, k: x / sqrt(mean(x²) + 1e-6/Dk) times 1/Dk (q) and Dk^-1/2 (k), as mlx-lm's normalize_qk */
-    float inv_scale = (float)(1.0 / sqrt((double)Dk));
-    float qs = (float)(1.0 / (double)Dk);
-    float eps = (float)(1e-6 / (double)Dk);
-    for (int64_t t = 0; t < n; t++) {
-        float *q = u + t * C, *kk = u + t * C + m->key_dim;
-        nn_rmsnorm(q, k->lk_heads, Dk, NULL, eps, q);
-        nn_rmsnorm(kk, k->lk_heads, Dk, NULL, eps, kk);
-        for (int64_t j = 0; j < m->key_dim; j++) {
-            q[j] *= qs;
-            kk[j] *= inv_scale;
-        }
-    }
-    for (int64_t i = 0; i < n * Hv; i++) {
-        int64_t h = i % Hv;
-        bb[i] = nn_sigmoid(bb[i]);
-        aa[i] = expf(L->neg_a[h] * nn_softplus(aa[i] + L->dt_bias[h]));
-    }
+    for (int64_t t = 0; t < n; t++) gdn_norm_qk(m, u + t * C);
+    gdn_gates(L, Hv, n, bb, aa);
     gdn_ctx g = {m, c->ssm[li], u, aa, bb, y, n};
     pool_run(pool, Hv, gdn_head, &g);
-    /* gated norm: rmsnorm(y; norm.weight) * silu(z) per (token, head) */
-    nn_rmsnorm(y, n * Hv, Dv, L->gnorm, (float)k->eps, y);
-    for (int64_t i = 0; i < n * Hv * Dv; i++) y[i] *= nn_silu(z[i]);
-    return linear_apply(pool, &L->out_proj, 0, y, n, out, 0, Q8(m), err);
+    return gdn_output(m, L, pool, y, z, n, out, err);
 }
 
 /* ---- full attention ---- */
+
+/* q (rows, D) = the query halves of qg (rows, 2D); rows = tokens x heads. */
+static void attn_split_q(const float *qg, int64_t rows, int64_t D, float *q) {
+    for (int64_t r = 0; r < rows; r++) memcpy(q + r * D, qg + r * 2 * D, sizeof(float) * (size_t)D);
+}
+
+/* o (rows, D) *= sigmoid(the gate halves of qg (rows, 2D)). */
+static void attn_gate(float *o, const float *qg, int64_t rows, int64_t D) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *oh = o + r * D;
+        const float *gate = qg + r * 2 * D + D;
+        for (int64_t e = 0; e < D; e++) oh[e] *= nn_sigmoid(gate[e]);
+    }
+}
 
 static optiq_status attn_forward(const q35_model *m, const q35_layer *L, q35_cache *c, int64_t li, thread_pool *pool,
                                  const float *x, int64_t n, const int32_t *pos3, float *out, optiq_error *err) {
@@ -615,20 +649,14 @@ static optiq_status attn_forward(const q35_model *m, const q35_layer *L, q35_cac
     if ((st = linear_apply(pool, &L->q, 0, x, n, qg, 0, Q8(m), err))) return st;
     if ((st = linear_apply(pool, &L->k, 0, x, n, kn, 0, Q8(m), err))) return st;
     if ((st = linear_apply(pool, &L->v, 0, x, n, vn, 0, Q8(m), err))) return st;
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t h = 0; h < Hq; h++) memcpy(q + (t * Hq + h) * D, qg + (t * Hq + h) * 2 * D, sizeof(float) * (size_t)D);
+    attn_split_q(qg, n * Hq, D, q);
     nn_rmsnorm(q, n * Hq, D, L->q_norm, (float)k->eps, q);
     nn_rmsnorm(kn, n * Hkv, D, L->k_norm, (float)k->eps, kn);
     nn_rope(q, n, (int)Hq, (int)D, k->rope_dims / 2, m->inv_freq, pos3, m->axis);
     nn_rope(kn, n, (int)Hkv, (int)D, k->rope_dims / 2, m->inv_freq, pos3, m->axis);
     nn_attention(pool, q, c->kc[li], c->vc[li], n, p0, (int)Hq, (int)Hkv, (int)D, (float)(1.0 / sqrt((double)D)), o,
                  c->att);
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t h = 0; h < Hq; h++) {
-            float *oh = o + (t * Hq + h) * D;
-            const float *gate = qg + (t * Hq + h) * 2 * D + D;
-            for (int64_t e = 0; e < D; e++) oh[e] *= nn_sigmoid(gate[e]);
-        }
+    attn_gate(o, qg, n * Hq, D);
     return linear_apply(pool, &L->o, 0, o, n, out, 0, Q8(m), err);
 }
 
@@ -715,7 +743,7 @@ static optiq_status q35_forward(const lm_model *bm, lm_cache *bc, thread_pool *p
     const q35_config *k = &m->c;
     int64_t n = a->n, H = k->hidden;
     optiq_status st = ensure_kv(c, m, c->base.pos + n, err);
-    if (st == OPTIQ_OK) st = ensure_scratch(c, m, n, pool_threads(pool), err);
+    if (st == OPTIQ_OK) st = ensure_scratch(c, m, n, pool_threads(pool), c->kv_alloc, err);
     if (st) return st;
     if (a->positions) {
         memcpy(c->pos3, a->positions, sizeof(int32_t) * 3 * (size_t)n);
@@ -757,6 +785,223 @@ static optiq_status q35_forward(const lm_model *bm, lm_cache *bc, thread_pool *p
 fail:
     q35_cache_reset(&c->base);
     return err_prefix(err, "forward: ");
+}
+
+/* ---- batched decode ----
+ *
+ * One decode token for each of n sequences. Every matrix is applied once to
+ * the n rows (one pass over its weights, linear_apply with m = n); what is
+ * per sequence (conv and recurrent states, KV cache, position) is indexed by
+ * the row. Each row computes exactly what q35_forward computes for that
+ * sequence alone (same ops, same order), up to the matmul kernels'
+ * independence of the row count.
+ *
+ * Scratch: the call runs in caches[0]'s scratch, grown to n rows (and its
+ * attention scratch to the longest sequence). The caller holds every cache of
+ * the batch for the duration of the call (one forward at a time per cache),
+ * so that scratch is as private to the call as in q35_forward. A buffer owned
+ * by the model would need a lock: a loaded model is immutable and shared by
+ * every thread that runs its caches. */
+
+static q35_cache *seq_cache(lm_cache *const *cs, int64_t i) { return (q35_cache *)cs[i]; }
+
+typedef struct batch_ctx {
+    const q35_model *m;
+    const q35_layer *L;
+    lm_cache *const *cs; /* (n) */
+    int64_t li;
+    /* gated deltanet */
+    const float *qkv;      /* (n, C) the new conv rows */
+    float *u;              /* (n, C) conv output: q | k | v, q and k normalized */
+    const float *g, *beta; /* (n, Hv) */
+    float *y;              /* (n, Hv, Dv) */
+    /* attention */
+    const float *q;        /* (n, Hq, D) */
+    float *o;              /* (n, Hq, D) */
+    float *att;            /* (threads, att_stride) */
+    int64_t att_stride;
+} batch_ctx;
+
+/* Sequence i: the causal conv of its new row over its conv state (then
+ * shifted by one row), silu, q/k normalization. Same products in the same
+ * order as gdn_forward with n = 1. */
+static void gdn_conv_seq(void *vctx, int64_t i, int thread) {
+    (void)thread;
+    const batch_ctx *a = vctx;
+    const q35_model *m = a->m;
+    int64_t C = m->conv_dim, K = m->c.conv_k;
+    float *cs = seq_cache(a->cs, i)->conv[a->li]; /* (K-1, C) */
+    const float *x = a->qkv + i * C;
+    float *u = a->u + i * C;
+    for (int64_t ch = 0; ch < C; ch++) {
+        const float *w = a->L->conv_w + ch * K;
+        float s = 0.0f;
+        for (int64_t j = 0; j < K - 1; j++) s += w[j] * cs[j * C + ch];
+        s += w[K - 1] * x[ch];
+        u[ch] = nn_silu(s);
+    }
+    if (K > 1) {
+        memmove(cs, cs + C, sizeof(float) * (size_t)((K - 2) * C));
+        memcpy(cs + (K - 2) * C, x, sizeof(float) * (size_t)C);
+    }
+    gdn_norm_qk(m, u);
+}
+
+/* Task (sequence i, v-head h): one recurrence step on that sequence's state. */
+static void gdn_step_seq(void *vctx, int64_t task, int thread) {
+    (void)thread;
+    const batch_ctx *a = vctx;
+    const q35_model *m = a->m;
+    int64_t Hv = m->c.lv_heads, Dv = m->c.lv_dim, Dk = m->c.lk_dim;
+    int64_t i = task / Hv, h = task % Hv, kh = h / (Hv / m->c.lk_heads);
+    float *S = seq_cache(a->cs, i)->ssm[a->li] + h * Dv * Dk;
+    const float *u = a->u + i * m->conv_dim;
+    const float *q = u + kh * Dk, *k = u + m->key_dim + kh * Dk, *v = u + 2 * m->key_dim + h * Dv;
+    gdn_step(S, q, k, v, a->g[i * Hv + h], a->beta[i * Hv + h], Dv, Dk, a->y + (i * Hv + h) * Dv);
+}
+
+static optiq_status gdn_batch(const q35_model *m, const q35_layer *L, lm_cache *const *cs, int64_t n, int64_t li,
+                              thread_pool *pool, const float *x, float *out, optiq_error *err) {
+    q35_cache *c0 = seq_cache(cs, 0);
+    int64_t Hv = m->c.lv_heads;
+    float *qkv = c0->big1;                      /* (n, C) */
+    float *u = c0->big2;                        /* (n, C) */
+    float *z = c0->big3;                        /* (n, Hv*Dv) */
+    float *y = c0->big4;                        /* (n, Hv*Dv) */
+    float *bb = c0->small1, *aa = c0->small2;   /* (n, Hv) */
+    optiq_status st;
+    if ((st = linear_apply(pool, &L->in_qkv, 0, x, n, qkv, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->in_z, 0, x, n, z, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->in_b, 0, x, n, bb, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->in_a, 0, x, n, aa, 0, Q8(m), err))) return st;
+    gdn_gates(L, Hv, n, bb, aa);
+    batch_ctx a = {.m = m, .L = L, .cs = cs, .li = li, .qkv = qkv, .u = u, .g = aa, .beta = bb, .y = y};
+    pool_run(pool, n, gdn_conv_seq, &a);
+    pool_run(pool, n * Hv, gdn_step_seq, &a);
+    return gdn_output(m, L, pool, y, z, n, out, err);
+}
+
+/* a · b with 8 partial sums, combined as nn.c's attention does. */
+static inline float dot8(const float *restrict a, const float *restrict b, int64_t n) {
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[j + l] * b[j + l];
+    for (; j < n; j++) acc[0] += a[j] * b[j];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Task (sequence i, query head h): the decode query against keys 0 .. pos
+ * of that sequence's own cache. The arithmetic is nn_attention's (kernels/
+ * nn.c) for one causal query, so a row equals q35_forward's; it is not
+ * called directly because its scratch is indexed by thread times the key
+ * count, which differs per sequence, and a batch splits over sequences x
+ * heads rather than one sequence's heads. */
+static void attn_seq_head(void *vctx, int64_t task, int thread) {
+    const batch_ctx *a = vctx;
+    const q35_config *k = &a->m->c;
+    int64_t D = k->head_dim, Hq = k->n_heads, Hkv = k->n_kv_heads;
+    int64_t i = task / Hq, h = task % Hq, g = h / (Hq / Hkv);
+    const q35_cache *c = seq_cache(a->cs, i);
+    const float *q = a->q + (i * Hq + h) * D;
+    const float *kc = c->kc[a->li] + g * D, *vc = c->vc[a->li] + g * D; /* row stride Hkv * D */
+    float *p = a->att + (int64_t)thread * a->att_stride;                /* (n_kv) */
+    int64_t n_kv = c->base.pos + 1;
+    float scale = (float)(1.0 / sqrt((double)D)), mx = -INFINITY;
+    for (int64_t t = 0; t < n_kv; t++) {
+        float d = dot8(q, kc + t * Hkv * D, D) * scale;
+        p[t] = d;
+        if (d > mx) mx = d;
+    }
+    float sum = 0.0f;
+    for (int64_t t = 0; t < n_kv; t++) {
+        p[t] = expf(p[t] - mx);
+        sum += p[t];
+    }
+    float inv = 1.0f / sum;
+    float *o = a->o + (i * Hq + h) * D;
+    memset(o, 0, sizeof(float) * (size_t)D);
+    for (int64_t t = 0; t < n_kv; t++) {
+        const float *v = vc + t * Hkv * D;
+        float w = p[t] * inv;
+        for (int64_t e = 0; e < D; e++) o[e] += w * v[e];
+    }
+}
+
+static optiq_status attn_batch(const q35_model *m, const q35_layer *L, lm_cache *const *cs, int64_t n, int64_t li,
+                               thread_pool *pool, const float *x, float *out, optiq_error *err) {
+    const q35_config *k = &m->c;
+    q35_cache *c0 = seq_cache(cs, 0);
+    int64_t D = k->head_dim, Hq = k->n_heads, Hkv = k->n_kv_heads, kvw = Hkv * D;
+    float *qg = c0->big2;          /* (n, Hq, 2D) */
+    float *q = c0->big3;           /* (n, Hq, D) */
+    float *o = c0->big4;           /* (n, Hq, D) */
+    float *kn = c0->big1;          /* (n, Hkv, D): big1 holds n * max(conv_dim, 2 Hq D, ...) >= 2 n Hkv D */
+    float *vn = kn + n * kvw;      /* (n, Hkv, D) */
+    optiq_status st;
+    if ((st = linear_apply(pool, &L->q, 0, x, n, qg, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->k, 0, x, n, kn, 0, Q8(m), err))) return st;
+    if ((st = linear_apply(pool, &L->v, 0, x, n, vn, 0, Q8(m), err))) return st;
+    attn_split_q(qg, n * Hq, D, q);
+    nn_rmsnorm(q, n * Hq, D, L->q_norm, (float)k->eps, q);
+    nn_rmsnorm(kn, n * Hkv, D, L->k_norm, (float)k->eps, kn);
+    for (int64_t i = 0; i < n; i++) {
+        q35_cache *c = seq_cache(cs, i);
+        int64_t p = c->base.pos;
+        /* text decode: the same position on all three MRoPE axes */
+        int32_t p3[3] = {(int32_t)(p + c->base.rope_delta), (int32_t)(p + c->base.rope_delta),
+                         (int32_t)(p + c->base.rope_delta)};
+        nn_rope(q + i * Hq * D, 1, (int)Hq, (int)D, k->rope_dims / 2, m->inv_freq, p3, m->axis);
+        nn_rope(kn + i * kvw, 1, (int)Hkv, (int)D, k->rope_dims / 2, m->inv_freq, p3, m->axis);
+        memcpy(c->kc[li] + p * kvw, kn + i * kvw, sizeof(float) * (size_t)kvw);
+        memcpy(c->vc[li] + p * kvw, vn + i * kvw, sizeof(float) * (size_t)kvw);
+    }
+    batch_ctx a = {.m = m, .L = L, .cs = cs, .li = li, .q = q, .o = o, .att = c0->att, .att_stride = c0->att_alloc};
+    pool_run(pool, n * Hq, attn_seq_head, &a);
+    attn_gate(o, qg, n * Hq, D);
+    return linear_apply(pool, &L->o, 0, o, n, out, 0, Q8(m), err);
+}
+
+static optiq_status q35_forward_batch(const lm_model *bm, lm_cache *const *cs, const int32_t *tokens, int64_t n,
+                                      thread_pool *pool, float *logits, optiq_error *err) {
+    const q35_model *m = (const q35_model *)bm;
+    const q35_config *k = &m->c;
+    int64_t H = k->hidden;
+    q35_cache *c0 = seq_cache(cs, 0);
+    /* Growing allocations leaves every sequence as it was: no reset needed
+     * when one fails. */
+    int64_t att_len = 1;
+    optiq_status st = OPTIQ_OK;
+    for (int64_t i = 0; i < n && st == OPTIQ_OK; i++) {
+        q35_cache *c = seq_cache(cs, i);
+        st = ensure_kv(c, m, c->base.pos + 1, err);
+        if (c->kv_alloc > att_len) att_len = c->kv_alloc;
+    }
+    if (st == OPTIQ_OK) st = ensure_scratch(c0, m, n, pool_threads(pool), att_len, err);
+    float *h = c0->h; /* (n, H) */
+    if (st == OPTIQ_OK) st = linear_rows(&m->embed, tokens, n, h, err);
+    if (st) return err_prefix(err, "forward_batch: ");
+    /* From here the linear layers' states change; a failure part way (out of
+     * memory only) leaves the sequences inconsistent, so all are reset. */
+    for (int64_t li = 0; li < k->n_layers; li++) {
+        const q35_layer *L = &m->layers[li];
+        nn_rmsnorm(h, n, H, L->in_norm, (float)k->eps, c0->xn);
+        if (L->is_linear) st = gdn_batch(m, L, cs, n, li, pool, c0->xn, c0->r, err);
+        else st = attn_batch(m, L, cs, n, li, pool, c0->xn, c0->r, err);
+        if (st) goto fail;
+        for (int64_t i = 0; i < n * H; i++) h[i] += c0->r[i];
+        nn_rmsnorm(h, n, H, L->post_norm, (float)k->eps, c0->xn);
+        if (k->n_experts > 0) st = moe_forward(m, L, c0, pool, c0->xn, n, c0->r, err);
+        else st = mlp_forward(m, L, c0, pool, c0->xn, n, c0->r, err);
+        if (st) goto fail;
+        for (int64_t i = 0; i < n * H; i++) h[i] += c0->r[i];
+    }
+    for (int64_t i = 0; i < n; i++) cs[i]->pos++;
+    nn_rmsnorm(h, n, H, m->final_norm, (float)k->eps, h);
+    return linear_apply(pool, k->tie ? &m->embed : &m->head, 0, h, n, logits, 0, Q8(m), err);
+fail:
+    for (int64_t i = 0; i < n; i++) q35_cache_reset(cs[i]);
+    return err_prefix(err, "forward_batch: ");
 }
 
 static uint64_t q35_decode_bytes(const lm_model *bm) {
@@ -823,6 +1068,7 @@ const lm_ops qwen3_5_ops = {
     .cache_reset = q35_cache_reset,
     .forward = q35_forward,
     .embed = q35_embed,
+    .forward_batch = q35_forward_batch,
     .decode_bytes = q35_decode_bytes,
     .describe = q35_describe,
 };
