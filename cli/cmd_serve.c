@@ -40,6 +40,8 @@ static void usage(FILE *f) {
             "  --header-timeout S          close a connection whose request headers are not complete\n"
             "                              S seconds after it opened or its previous response ended,\n"
             "                              however slowly bytes keep coming (default 10)\n"
+            "  --parallel N                generations run at once, their decode steps batched (default 4)\n"
+            "  --max-queue N               requests waiting beyond those; more get 429 (default 64)\n"
             "  --body-timeout S            close a connection whose request body is not complete S\n"
             "                              seconds after its headers (default 60)\n"
             "  --help                      show this help\n");
@@ -47,7 +49,7 @@ static void usage(FILE *f) {
 
 int cmd_serve(int argc, char **argv) {
     enum { O_MODEL = 1, O_HOST, O_PORT, O_KEY, O_THREADS, O_CTX, O_EXACT, O_REMOTE, O_IMGHOST, O_IMGBYTES, O_TIMEOUT,
-           O_HDR_TIMEOUT, O_BODY_TIMEOUT };
+           O_HDR_TIMEOUT, O_BODY_TIMEOUT, O_PARALLEL, O_MAX_QUEUE };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"host", required_argument, 0, O_HOST},
                                          {"port", required_argument, 0, O_PORT},
@@ -61,6 +63,8 @@ int cmd_serve(int argc, char **argv) {
                                          {"timeout", required_argument, 0, O_TIMEOUT},
                                          {"header-timeout", required_argument, 0, O_HDR_TIMEOUT},
                                          {"body-timeout", required_argument, 0, O_BODY_TIMEOUT},
+                                         {"parallel", required_argument, 0, O_PARALLEL},
+                                         {"max-queue", required_argument, 0, O_MAX_QUEUE},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     server_config cfg;
@@ -117,6 +121,14 @@ int cmd_serve(int argc, char **argv) {
         case O_HDR_TIMEOUT:
             if (cli_parse_int("serve", "--header-timeout", optarg, 1, 86400, &v)) return 2;
             cfg.header_timeout_s = (unsigned)v;
+            break;
+        case O_PARALLEL:
+            if (cli_parse_int("serve", "--parallel", optarg, 1, 256, &v)) return 2;
+            cfg.parallel = (size_t)v;
+            break;
+        case O_MAX_QUEUE:
+            if (cli_parse_int("serve", "--max-queue", optarg, 1, 100000, &v)) return 2;
+            cfg.max_queue = (size_t)v;
             break;
         case O_BODY_TIMEOUT:
             if (cli_parse_int("serve", "--body-timeout", optarg, 1, 86400, &v)) return 2;

@@ -382,6 +382,9 @@ typedef struct optiq_generate_params {
      * the result has no tokens and finish reason "abort", and the session is reset (empty).
      * (Once tokens are generated, on_token's return value stops.) */
     int (*should_stop)(void *user);
+    /* Batches only (optiq_batch_add): called with user when the generation is over, with its
+     * status (OPTIQ_OK: the optiq_generation is filled) and the error message otherwise. */
+    void (*on_done)(void *user, optiq_status status, const char *message);
     const optiq_image *images;  /* images of the prompt (see optiq_session_eval_images), or NULL */
     size_t n_images;
 } optiq_generate_params;
@@ -414,6 +417,24 @@ typedef struct optiq_generation {
 optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_prompt, const optiq_generate_params *p,
                             optiq_generation *out, optiq_error *err);
 void optiq_generation_free(optiq_generation *g);
+
+/* Many generations at once (continuous batching). Each has its own session;
+ * optiq_batch_step advances all of them by one step: one prefill chunk of the
+ * oldest generation still reading its prompt, then one sampled token for
+ * every other, whose forward calls run as one (every weight read once for
+ * all). A generation added between steps joins at the next step. Per
+ * generation: its own sampling, stops, callbacks (on_token, should_stop,
+ * on_done) and result, as optiq_generate's. Not thread-safe: one thread
+ * owns a batch and its sessions. */
+typedef struct optiq_batch optiq_batch;
+optiq_status optiq_batch_new(optiq_engine *e, size_t max_sequences, optiq_batch **out, optiq_error *err);
+void optiq_batch_free(optiq_batch *b); /* generations still running are dropped (no on_done) */
+/* Start a generation (checks and image encoding happen here; errors return
+ * at once). out must stay valid until on_done; it is filled as optiq_generate fills it. */
+optiq_status optiq_batch_add(optiq_batch *b, optiq_session *s, const int32_t *prompt, size_t n_prompt,
+                             const optiq_generate_params *p, optiq_generation *out, optiq_error *err);
+optiq_status optiq_batch_step(optiq_batch *b, optiq_error *err);
+size_t optiq_batch_size(const optiq_batch *b); /* generations not yet done */
 
 /* Run the tokens through a fresh sequence and write a safetensors file with
  * "tokens" (I32 [n]), "hidden" (F32 [n_layers + 2, n, hidden]: after the

@@ -74,7 +74,7 @@ fi
 ok "server starts and prints its port ($port)"
 base="http://127.0.0.1:$port"
 vlpid=$pid
-grep -q "(model qwen35-vl-mixed, vision on)" "$work/vl.err" && ok "ready line names the model and vision" ||
+grep -q "(model qwen35-vl-mixed, vision on, 4 at once)" "$work/vl.err" && ok "ready line names the model and vision" ||
     bad "ready line names the model and vision" "$(head -1 "$work/vl.err")"
 
 # ---- quick routes ----

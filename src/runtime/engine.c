@@ -361,34 +361,52 @@ static optiq_status forward(optiq_session *s, int64_t pos, int64_t n, mm_seg *se
 }
 
 /* Run the tokens the cache has not seen yet, tokens[pos .. n_tokens), in
- * chunks of prefill_chunk (not crossing the start or end of seg); the logits
- * of the last one land in s->logits.
+ * chunks of prefill_chunk (not crossing the start or end of seg, nor
+ * splitting an image's run); the logits of the last one land in s->logits.
+ * feed_step runs one chunk (*done when the logits are ready, or when
+ * stop_fn asked to stop: then the session is reset and aborted set).
  * split_last: run the last token on its own, as mlx-lm's generate_step does
  * (the prompt but its last token in chunks, then the last token produces the
  * first logits) — the reference fixtures were made that way, and a different
  * split changes the rounding of the attention sums. */
-static optiq_status feed(optiq_session *s, int split_last, mm_seg *seg, optiq_error *err) {
+static optiq_status feed_step(optiq_session *s, int split_last, mm_seg *seg, int *done, optiq_error *err) {
     optiq_engine *e = s->e;
     int64_t pos = lm_cache_pos(s->cache), end = (int64_t)s->n_tokens;
     int64_t body_end = split_last ? end - 1 : end;
-    while (pos < end) {
-        if (s->stop_fn && s->stop_fn(s->stop_user)) { /* the caller gave up: an empty, consistent session */
-            optiq_session_reset(s);
-            s->aborted = 1;
-            return OPTIQ_OK;
-        }
-        int64_t stop = pos < body_end ? (body_end - pos > e->prefill_chunk ? pos + e->prefill_chunk : body_end) : end;
-        if (seg && pos < seg->from && stop > seg->from) stop = seg->from;
-        if (seg && pos < seg->from + seg->n && stop > seg->from + seg->n) stop = seg->from + seg->n;
-        /* one image's run of soft tokens stays in one call (it may attend both ways) */
-        if (seg && stop > seg->from && stop < seg->from + seg->n)
-            while (stop < seg->from + seg->n && s->tokens[stop] == seg->image_pad && s->tokens[stop - 1] == seg->image_pad)
-                stop++;
-        optiq_status st = forward(s, pos, stop - pos, seg, stop == end ? s->logits : NULL, err);
-        if (st) return fail_reset(s, st, err);
-        pos = stop;
+    *done = 0;
+    if (pos >= end) {
+        s->has_logits = 1;
+        *done = 1;
+        return OPTIQ_OK;
     }
-    s->has_logits = 1;
+    if (s->stop_fn && s->stop_fn(s->stop_user)) { /* the caller gave up: an empty, consistent session */
+        optiq_session_reset(s);
+        s->aborted = 1;
+        *done = 1;
+        return OPTIQ_OK;
+    }
+    int64_t stop = pos < body_end ? (body_end - pos > e->prefill_chunk ? pos + e->prefill_chunk : body_end) : end;
+    if (seg && pos < seg->from && stop > seg->from) stop = seg->from;
+    if (seg && pos < seg->from + seg->n && stop > seg->from + seg->n) stop = seg->from + seg->n;
+    /* one image's run of soft tokens stays in one call (it may attend both ways) */
+    if (seg && stop > seg->from && stop < seg->from + seg->n)
+        while (stop < seg->from + seg->n && s->tokens[stop] == seg->image_pad && s->tokens[stop - 1] == seg->image_pad)
+            stop++;
+    optiq_status st = forward(s, pos, stop - pos, seg, stop == end ? s->logits : NULL, err);
+    if (st) return fail_reset(s, st, err);
+    if (stop == end) {
+        s->has_logits = 1;
+        *done = 1;
+    }
+    return OPTIQ_OK;
+}
+
+static optiq_status feed(optiq_session *s, int split_last, mm_seg *seg, optiq_error *err) {
+    int done = 0;
+    while (!done) {
+        optiq_status st = feed_step(s, split_last, seg, &done, err);
+        if (st) return st;
+    }
     return OPTIQ_OK;
 }
 
@@ -656,12 +674,58 @@ static optiq_status split_reasoning(const optiq_engine *e, int in_reasoning, con
     return OPTIQ_OK;
 }
 
-optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_prompt, const optiq_generate_params *p,
-                            optiq_generation *out, optiq_error *err) {
+/* One generation as a state machine, so that optiq_generate can run it to
+ * the end and a batch can interleave many: start (prompt appended, images
+ * encoded) → prefill, one chunk per step → sample (stops decided, text
+ * streamed) ⇄ forward of the sampled token (alone, or batched with other
+ * runs' tokens) → finish (the result filled). */
+typedef enum { RUN_PREFILL, RUN_SAMPLE, RUN_FORWARD, RUN_DONE } run_state;
+
+typedef struct gen_run {
+    optiq_session *s;
+    optiq_generate_params p;  /* copied: the caller's stop strings must outlive the run */
+    optiq_generation *out;
+    run_state state;
+    gen g;
+    mm_prompt mp;
+    mm_seg seg;
+    int has_seg;
+    sampler *sm;
+    optiq_detokenizer *dt;
+    size_t n_prompt;          /* after image expansion */
+    int in_reasoning;
+    const char *finish;
+    int32_t last;             /* the token whose callback is still due at the end, or -1 */
+    double t0, t_first;
+    optiq_status status;      /* the first failure; the run is then done */
+    optiq_error err;
+} gen_run;
+
+static void run_free(gen_run *r) {
+    if (!r) return;
+    if (r->s) r->s->stop_fn = NULL;
+    mm_prompt_free(&r->mp);
+    optiq_detokenizer_free(r->dt);
+    sampler_free(r->sm);
+    free(r->g.tokens);
+    free(r->g.text);
+    free(r);
+}
+
+static optiq_status run_fail(gen_run *r, optiq_status st) {
+    r->status = st;
+    r->state = RUN_DONE;
+    if (r->s) r->s->stop_fn = NULL;
+    return st;
+}
+
+/* Checks, buffers, the prompt appended to the session (images encoded). */
+static optiq_status run_start(optiq_session *s, const int32_t *prompt, size_t n_prompt, const optiq_generate_params *p,
+                              optiq_generation *out, gen_run **rout, optiq_error *err) {
+    *rout = NULL;
     if (!out) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_generate: no output");
     memset(out, 0, sizeof *out);
     if (!s || !p) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_generate: no session or parameters");
-    double t0 = now_seconds();
     optiq_engine *e = s->e;
     optiq_status st = check_params(p, err);
     if (!st) st = check_ids(e, prompt, n_prompt, err);
@@ -674,137 +738,312 @@ optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_pr
                        "prompt of %zu tokens does not fit the context of %lld tokens (%zu in use, 1 needed for "
                        "the reply)",
                        n_prompt, (long long)e->context, s->n_tokens);
-
-    gen g = {.p = p};
-    mm_prompt mp = {0};
+    gen_run *r = calloc(1, sizeof *r);
+    if (!r) return nomem(err);
+    r->s = s;
+    r->p = *p;
+    r->out = out;
+    r->last = -1;
+    r->t0 = now_seconds();
+    gen *g = &r->g;
+    g->p = &r->p;
     for (size_t i = 0; i < p->n_stop; i++)
-        if (strlen(p->stop[i]) > g.max_stop) g.max_stop = strlen(p->stop[i]);
-    g.cap_tokens = p->max_tokens && p->max_tokens < 256 ? (size_t)p->max_tokens : 256;
-    g.cap = 1024;
-    g.tokens = malloc(g.cap_tokens * sizeof *g.tokens);
-    g.text = malloc(g.cap);
-    sampler *sm = sampler_new(&p->sampling, e->info->vocab_size);
-    optiq_detokenizer *dt = NULL;
-    if (!g.tokens || !g.text || !sm) st = nomem(err);
-    if (!st) st = optiq_detokenizer_new(e->tok, 0, &dt, err);
+        if (strlen(p->stop[i]) > g->max_stop) g->max_stop = strlen(p->stop[i]);
+    g->cap_tokens = p->max_tokens && p->max_tokens < 256 ? (size_t)p->max_tokens : 256;
+    g->cap = 1024;
+    g->tokens = malloc(g->cap_tokens * sizeof *g->tokens);
+    g->text = malloc(g->cap);
+    r->sm = sampler_new(&p->sampling, e->info->vocab_size);
+    if (!g->tokens || !g->text || !r->sm) st = nomem(err);
+    if (!st) st = optiq_detokenizer_new(e->tok, 0, &r->dt, err);
     if (!st) st = reserve_tokens(s, s->n_tokens + n_prompt + 1, err);
-    if (st) goto done;
-    g.text[0] = 0;
-
-    s->stop_fn = p->should_stop;
-    s->stop_user = p->user;
-    s->aborted = 0;
-    if (p->n_images) {
+    if (!st) g->text[0] = 0;
+    if (!st && p->n_images) {
         /* the images expand the prompt: prepare it, then make room again */
-        if ((st = mm_prepare(s, prompt, n_prompt, p->images, p->n_images, (size_t)e->context - s->n_tokens - 1, &mp,
-                             err)) != OPTIQ_OK)
-            goto done;
-        n_prompt = mp.n;
-        if ((st = reserve_tokens(s, s->n_tokens + n_prompt + 1, err)) != OPTIQ_OK) goto done;
-        if ((st = mm_feed(s, &mp, 1, err)) != OPTIQ_OK) goto done;
-    } else if (n_prompt) {
+        st = mm_prepare(s, prompt, n_prompt, p->images, p->n_images, (size_t)e->context - s->n_tokens - 1, &r->mp, err);
+        if (!st) st = reserve_tokens(s, s->n_tokens + r->mp.n + 1, err);
+        if (!st) {
+            n_prompt = r->mp.n;
+            memcpy(s->tokens + s->n_tokens, r->mp.ids, r->mp.n * sizeof *r->mp.ids);
+            r->seg = (mm_seg){.from = (int64_t)s->n_tokens, .n = (int64_t)r->mp.n, .pos = r->mp.pos,
+                              .feats = r->mp.feats, .image_pad = vision_fe_tokens(e->vision)->image_pad};
+            r->has_seg = 1;
+            s->n_tokens += r->mp.n;
+            s->has_logits = 0;
+        }
+    } else if (!st && n_prompt) {
         memcpy(s->tokens + s->n_tokens, prompt, n_prompt * sizeof *prompt);
         s->n_tokens += n_prompt;
         s->has_logits = 0;
     }
-    if (!s->aborted && !s->has_logits && (st = feed(s, 1, NULL, err)) != OPTIQ_OK) goto done;
+    if (st) {
+        run_free(r);
+        return st;
+    }
+    r->n_prompt = n_prompt;
+    s->stop_fn = p->should_stop;
+    s->stop_user = p->user;
+    s->aborted = 0;
+    r->state = s->has_logits ? RUN_SAMPLE : RUN_PREFILL;
+    if (r->state == RUN_SAMPLE) r->in_reasoning = reasoning_ids_open(&e->think, s->tokens, s->n_tokens);
+    *rout = r;
+    return OPTIQ_OK;
+}
+
+/* One prefill chunk. */
+static void run_prefill_step(gen_run *r) {
+    optiq_session *s = r->s;
+    int done = 0;
+    optiq_status st = feed_step(s, 1, r->has_seg ? &r->seg : NULL, &done, &r->err);
+    if (st) {
+        run_fail(r, st);
+        return;
+    }
+    if (!done) return;
     s->stop_fn = NULL;
     if (s->aborted) { /* stopped during the prefill: no tokens, the session is empty */
         s->aborted = 0;
-        if ((st = split_reasoning(e, 0, "", 0, out, err)) != OPTIQ_OK) goto done;
-        out->tokens = g.tokens;
-        out->text = g.text;
-        out->finish_reason = "abort";
-        out->prompt_tokens = (int64_t)n_prompt;
-        out->prefill_seconds = now_seconds() - t0;
-        g.tokens = NULL;
-        g.text = NULL;
-        goto done;
+        r->finish = "abort";
+        r->state = RUN_DONE;
+        return;
     }
-    int in_reasoning = reasoning_ids_open(&e->think, s->tokens, s->n_tokens);
+    if (r->has_seg) s->pos_delta = r->mp.next - (int64_t)s->n_tokens;
+    r->in_reasoning = reasoning_ids_open(&s->e->think, s->tokens, s->n_tokens);
+    r->state = RUN_SAMPLE;
+}
 
-    const char *finish = NULL;
-    double t_first = 0;
-    int32_t last = -1; /* the token whose callback is still due after the loop */
-    for (;;) {
-        size_t vocab = (size_t)e->info->vocab_size;
-        memcpy(s->scratch, s->logits, vocab * sizeof *s->scratch);
-        int32_t id = sampler_sample(sm, s->scratch, s->tokens, s->n_tokens);
-        if (g.n_tokens == 0) t_first = now_seconds();
-        if (!p->ignore_eos && is_eos(e, id)) {
-            finish = "stop";
-            break;
-        }
-        if ((st = reserve_tokens(s, s->n_tokens + 1, err)) != OPTIQ_OK) goto done;
-        if (!add_token(&g, id)) {
-            st = nomem(err);
-            goto done;
-        }
-        s->tokens[s->n_tokens++] = id;
-        s->has_logits = 0;
-        const char *piece;
-        size_t plen;
-        if ((st = optiq_detokenizer_push(dt, id, &piece, &plen, err)) != OPTIQ_OK) goto done;
-        if (!add_text(&g, piece, plen)) {
-            st = nomem(err);
-            goto done;
-        }
-        if (g.cut) {
-            finish = "stop";
-            emit(&g, id, g.len);
-            break;
-        }
-        if ((p->max_tokens && g.n_tokens == (size_t)p->max_tokens) || s->n_tokens == (size_t)e->context) {
-            finish = "length";
-            last = id;
-            break;
-        }
-        if (emit(&g, id, safe_end(&g))) {
-            finish = "abort";
-            break;
-        }
-        if ((st = forward(s, (int64_t)s->n_tokens - 1, 1, NULL, s->logits, err)) != OPTIQ_OK) {
-            fail_reset(s, st, err);
-            goto done;
-        }
-        s->has_logits = 1;
+/* Sample from the session's logits: the token is kept and streamed, or a
+ * stop condition ends the run; otherwise the token awaits its forward call. */
+static void run_sample(gen_run *r) {
+    optiq_session *s = r->s;
+    optiq_engine *e = s->e;
+    gen *g = &r->g;
+    optiq_status st;
+    size_t vocab = (size_t)e->info->vocab_size;
+    memcpy(s->scratch, s->logits, vocab * sizeof *s->scratch);
+    int32_t id = sampler_sample(r->sm, s->scratch, s->tokens, s->n_tokens);
+    if (g->n_tokens == 0) r->t_first = now_seconds();
+    if (!r->p.ignore_eos && is_eos(e, id)) {
+        r->finish = "stop";
+        r->state = RUN_DONE;
+        return;
     }
+    if ((st = reserve_tokens(s, s->n_tokens + 1, &r->err)) != OPTIQ_OK) {
+        run_fail(r, st);
+        return;
+    }
+    if (!add_token(g, id)) {
+        run_fail(r, nomem(&r->err));
+        return;
+    }
+    s->tokens[s->n_tokens++] = id;
+    s->has_logits = 0;
+    const char *piece;
+    size_t plen;
+    if ((st = optiq_detokenizer_push(r->dt, id, &piece, &plen, &r->err)) != OPTIQ_OK) {
+        run_fail(r, st);
+        return;
+    }
+    if (!add_text(g, piece, plen)) {
+        run_fail(r, nomem(&r->err));
+        return;
+    }
+    if (g->cut) {
+        r->finish = "stop";
+        emit(g, id, g->len);
+        r->state = RUN_DONE;
+        return;
+    }
+    if ((r->p.max_tokens && g->n_tokens == (size_t)r->p.max_tokens) || s->n_tokens == (size_t)e->context) {
+        r->finish = "length";
+        r->last = id;
+        r->state = RUN_DONE;
+        return;
+    }
+    if (emit(g, id, safe_end(g))) {
+        r->finish = "abort";
+        r->state = RUN_DONE;
+        return;
+    }
+    r->state = RUN_FORWARD;
+}
 
+/* The forward call of the sampled token, alone. */
+static void run_forward(gen_run *r) {
+    optiq_session *s = r->s;
+    optiq_status st = forward(s, (int64_t)s->n_tokens - 1, 1, NULL, s->logits, &r->err);
+    if (st) {
+        fail_reset(s, st, &r->err);
+        run_fail(r, st);
+        return;
+    }
+    s->has_logits = 1;
+    r->state = RUN_SAMPLE;
+}
+
+/* The result of a finished run (also of one stopped during its prefill). */
+static optiq_status run_finish(gen_run *r) {
+    if (r->status) return r->status;
+    optiq_session *s = r->s;
+    gen *g = &r->g;
+    optiq_generation *out = r->out;
+    optiq_status st;
+    if (!r->t_first) r->t_first = now_seconds();
     /* The text the detokenizer still held, then whatever was held back for
      * a possible stop string: it is final now. */
-    if (!g.cut) {
+    if (!g->cut && g->n_tokens) {
         const char *piece;
         size_t plen;
-        if ((st = optiq_detokenizer_finish(dt, &piece, &plen, err)) != OPTIQ_OK) goto done;
-        if (!add_text(&g, piece, plen)) {
-            st = nomem(err);
-            goto done;
-        }
-        if (g.cut && strcmp(finish, "abort") != 0) finish = "stop";
+        if ((st = optiq_detokenizer_finish(r->dt, &piece, &plen, &r->err)) != OPTIQ_OK) return run_fail(r, st);
+        if (!add_text(g, piece, plen)) return run_fail(r, nomem(&r->err));
+        if (g->cut && strcmp(r->finish, "abort") != 0) r->finish = "stop";
     }
-    if (last >= 0) emit(&g, last, g.len);
-    else if (strcmp(finish, "abort") != 0 && g.len > g.emitted) emit(&g, -1, g.len);
-
+    if (r->last >= 0) emit(g, r->last, g->len);
+    else if (strcmp(r->finish, "abort") != 0 && g->len > g->emitted) emit(g, -1, g->len);
     double t_end = now_seconds();
-    if ((st = split_reasoning(e, in_reasoning, g.text, g.len, out, err)) != OPTIQ_OK) goto done;
-    out->tokens = g.tokens;
-    out->n_tokens = g.n_tokens;
-    out->text = g.text;
-    out->text_len = g.len;
-    out->finish_reason = finish;
-    out->prompt_tokens = (int64_t)n_prompt;
-    out->prefill_seconds = t_first - t0;
-    out->decode_seconds = t_end - t_first;
-    g.tokens = NULL;
-    g.text = NULL;
-done:
-    s->stop_fn = NULL;
-    mm_prompt_free(&mp);
-    optiq_detokenizer_free(dt);
-    sampler_free(sm);
-    free(g.tokens);
-    free(g.text);
+    if ((st = split_reasoning(s->e, r->in_reasoning, g->text, g->len, out, &r->err)) != OPTIQ_OK)
+        return run_fail(r, st);
+    out->tokens = g->tokens;
+    out->n_tokens = g->n_tokens;
+    out->text = g->text;
+    out->text_len = g->len;
+    out->finish_reason = r->finish;
+    out->prompt_tokens = (int64_t)r->n_prompt;
+    out->prefill_seconds = r->t_first - r->t0;
+    out->decode_seconds = t_end - r->t_first;
+    g->tokens = NULL;
+    g->text = NULL;
+    return OPTIQ_OK;
+}
+
+optiq_status optiq_generate(optiq_session *s, const int32_t *prompt, size_t n_prompt, const optiq_generate_params *p,
+                            optiq_generation *out, optiq_error *err) {
+    gen_run *r = NULL;
+    optiq_status st = run_start(s, prompt, n_prompt, p, out, &r, err);
+    if (st) return st;
+    while (r->state != RUN_DONE) {
+        if (r->state == RUN_PREFILL) run_prefill_step(r);
+        else if (r->state == RUN_SAMPLE) run_sample(r);
+        else run_forward(r);
+    }
+    st = run_finish(r);
+    if (st && err) *err = r->err;
+    run_free(r);
     return st;
+}
+
+/* ---- batches --------------------------------------------------------------- */
+
+struct optiq_batch {
+    optiq_engine *e;
+    gen_run **runs;           /* (cap) active runs, in arrival order */
+    size_t n, cap;
+    lm_cache **caches;        /* (cap) scratch for one batched step */
+    int32_t *ids;
+    float *logits;            /* (cap, vocab) */
+};
+
+optiq_status optiq_batch_new(optiq_engine *e, size_t max_sequences, optiq_batch **out, optiq_error *err) {
+    *out = NULL;
+    if (!e || max_sequences < 1 || max_sequences > 4096)
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_batch_new: an engine and 1..4096 sequences are needed");
+    optiq_batch *b = calloc(1, sizeof *b);
+    if (!b) return nomem(err);
+    b->e = e;
+    b->cap = max_sequences;
+    b->runs = calloc(max_sequences, sizeof *b->runs);
+    b->caches = calloc(max_sequences, sizeof *b->caches);
+    b->ids = calloc(max_sequences, sizeof *b->ids);
+    b->logits = malloc(max_sequences * (size_t)e->info->vocab_size * sizeof *b->logits);
+    if (!b->runs || !b->caches || !b->ids || !b->logits) {
+        optiq_batch_free(b);
+        return nomem(err);
+    }
+    *out = b;
+    return OPTIQ_OK;
+}
+
+void optiq_batch_free(optiq_batch *b) {
+    if (!b) return;
+    for (size_t i = 0; i < b->n; i++) run_free(b->runs[i]);
+    free(b->runs), free(b->caches), free(b->ids), free(b->logits);
+    free(b);
+}
+
+size_t optiq_batch_size(const optiq_batch *b) { return b ? b->n : 0; }
+
+optiq_status optiq_batch_add(optiq_batch *b, optiq_session *s, const int32_t *prompt, size_t n_prompt,
+                             const optiq_generate_params *p, optiq_generation *out, optiq_error *err) {
+    if (!b) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_batch_add: no batch");
+    if (b->n == b->cap) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_batch_add: the batch is full (%zu)", b->cap);
+    if (s && s->e != b->e) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_batch_add: session of another engine");
+    for (size_t i = 0; s && i < b->n; i++)
+        if (b->runs[i]->s == s) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_batch_add: the session is busy");
+    gen_run *r = NULL;
+    optiq_status st = run_start(s, prompt, n_prompt, p, out, &r, err);
+    if (st) return st;
+    b->runs[b->n++] = r;
+    return OPTIQ_OK;
+}
+
+/* A finished run: its result, the callback, out of the batch. */
+static void batch_retire(optiq_batch *b, size_t i) {
+    gen_run *r = b->runs[i];
+    optiq_status st = run_finish(r);
+    if (r->p.on_done) r->p.on_done(r->p.user, st, st ? r->err.message : NULL);
+    run_free(r);
+    memmove(b->runs + i, b->runs + i + 1, (b->n - i - 1) * sizeof *b->runs);
+    b->n--;
+}
+
+optiq_status optiq_batch_step(optiq_batch *b, optiq_error *err) {
+    if (!b) return err_set(err, OPTIQ_ERR_INVALID_ARG, "optiq_batch_step: no batch");
+    /* one prefill chunk, for the oldest run still prefilling: new prompts
+     * move on while the others keep decoding */
+    for (size_t i = 0; i < b->n; i++)
+        if (b->runs[i]->state == RUN_PREFILL) {
+            run_prefill_step(b->runs[i]);
+            break;
+        }
+    for (size_t i = 0; i < b->n; i++)
+        if (b->runs[i]->state == RUN_SAMPLE) run_sample(b->runs[i]);
+    /* every sampled token in one forward call: the weights are read once */
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        gen_run *r = b->runs[i];
+        if (r->state != RUN_FORWARD) continue;
+        r->s->cache->rope_delta = r->s->pos_delta; /* text decoding after images (multimodal RoPE) */
+        b->caches[k] = r->s->cache;
+        b->ids[k] = r->s->tokens[r->s->n_tokens - 1];
+        k++;
+    }
+    if (k == 1) {
+        for (size_t i = 0; i < b->n; i++)
+            if (b->runs[i]->state == RUN_FORWARD) run_forward(b->runs[i]);
+    } else if (k > 1) {
+        optiq_error ferr = {0};
+        optiq_status st = lm_forward_batch(b->e->model, b->caches, b->ids, (int64_t)k, b->e->pool, b->logits, &ferr);
+        size_t j = 0, vocab = (size_t)b->e->info->vocab_size;
+        for (size_t i = 0; i < b->n; i++) {
+            gen_run *r = b->runs[i];
+            if (r->state != RUN_FORWARD) continue;
+            if (st) {
+                r->err = ferr;
+                fail_reset(r->s, st, &r->err);
+                run_fail(r, st);
+            } else {
+                memcpy(r->s->logits, b->logits + j * vocab, vocab * sizeof *b->logits);
+                r->s->has_logits = 1;
+                r->state = RUN_SAMPLE;
+            }
+            j++;
+        }
+    }
+    for (size_t i = 0; i < b->n;) {
+        if (b->runs[i]->state == RUN_DONE) batch_retire(b, i);
+        else i++;
+    }
+    return OPTIQ_OK;
 }
 
 /* ---- dump ---------------------------------------------------------------- */

@@ -39,7 +39,12 @@ typedef struct job job;
 typedef struct server {
     const server_config *cfg;
     optiq_engine *engine;
-    optiq_session *session;
+    optiq_batch *batch;        /* the worker's: the generations running now */
+    optiq_session **sessions;  /* (parallel) one per batch slot */
+    job **slot_job;            /* (parallel) the job in each slot, or NULL */
+    size_t parallel;
+    size_t queued;             /* jobs waiting in the FIFO (guarded by mu) */
+    size_t max_queue;
     char model_name[256];
     int vision;
     reasoning_tags think_tags; /* the vocabulary's thinking markers */
@@ -63,6 +68,8 @@ struct job {
     size_t n_ids;
     optiq_image *images;
     int in_reasoning;
+    size_t slot;             /* the batch slot (session) while it runs */
+    optiq_generate_params params;
     char id[48];
     int64_t created;
     /* worker -> connection thread */
@@ -350,7 +357,7 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
     if (id >= 0) j->seen_tokens++;
     if (!j->req->stream) return http_request_cancelled(j->hreq);
     if (j->phase == PHASE_QUEUED)
-        stream_handshake(j, optiq_session_position(j->srv->session) - (int64_t)j->seen_tokens);
+        stream_handshake(j, optiq_session_position(j->srv->sessions[j->slot]) - (int64_t)j->seen_tokens);
     if (j->write_failed) return 1;
     if (len) {
         if (reasoning_split_feed(&j->think, text, len) < 0) return 1;
@@ -365,29 +372,11 @@ static int job_stop(void *user) {
     return http_request_cancelled(j->hreq);
 }
 
-static void run_job(server *sv, job *j) {
-    optiq_error err = {0};
-    optiq_generate_params p = optiq_generate_default();
-    p.sampling = j->req->sampling;
-    p.max_tokens = j->req->max_tokens;
-    p.stop = (const char *const *)j->req->stop;
-    p.n_stop = j->req->n_stop;
-    p.images = j->images;
-    p.n_images = j->req->n_images;
-    p.on_token = on_token;
-    p.user = j;
-    p.should_stop = job_stop;
-    reasoning_split_init(&j->think, &sv->think_tags, j->in_reasoning);
-    optiq_session_reset(sv->session);
-    optiq_status st = OPTIQ_OK;
-    if (http_request_cancelled(j->hreq)) {
-        st = OPTIQ_ERR_IO;
-        snprintf(err.message, sizeof err.message, "the server is stopping");
-    } else {
-        st = optiq_generate(sv->session, j->ids, j->n_ids, &p, &j->gen, &err);
-    }
+/* The end of a job (on the worker thread): the stream finished, the
+ * connection thread woken, the slot freed. */
+static void job_finish(server *sv, job *j, optiq_status st, const char *message) {
     j->status = st;
-    if (st != OPTIQ_OK) snprintf(j->message, sizeof j->message, "%s", err.message);
+    if (st != OPTIQ_OK) snprintf(j->message, sizeof j->message, "%s", message ? message : "generation failed");
     if (j->req->stream) {
         if (j->phase == PHASE_QUEUED && st == OPTIQ_OK) stream_handshake(j, j->gen.prompt_tokens);
         if (j->phase == PHASE_STARTED) {
@@ -404,23 +393,67 @@ static void run_job(server *sv, job *j) {
         }
     }
     reasoning_split_free(&j->think);
+    sv->slot_job[j->slot] = NULL;
     pthread_mutex_lock(&sv->mu);
     j->phase = PHASE_DONE;
     pthread_cond_broadcast(&sv->done_cv);
     pthread_mutex_unlock(&sv->mu);
 }
 
+static void job_done(void *user, optiq_status st, const char *message) {
+    job *j = user;
+    job_finish(j->srv, j, st, message);
+}
+
+/* A queued job joins the batch in a free slot (its session starts empty). */
+static void job_start(server *sv, job *j, size_t slot) {
+    optiq_error err = {0};
+    optiq_generate_params *p = &j->params;
+    *p = optiq_generate_default();
+    p->sampling = j->req->sampling;
+    p->max_tokens = j->req->max_tokens;
+    p->stop = (const char *const *)j->req->stop;
+    p->n_stop = j->req->n_stop;
+    p->images = j->images;
+    p->n_images = j->req->n_images;
+    p->on_token = on_token;
+    p->should_stop = job_stop;
+    p->on_done = job_done;
+    p->user = j;
+    j->slot = slot;
+    sv->slot_job[slot] = j;
+    reasoning_split_init(&j->think, &sv->think_tags, j->in_reasoning);
+    optiq_session_reset(sv->sessions[slot]);
+    if (http_request_cancelled(j->hreq)) {
+        job_finish(sv, j, OPTIQ_ERR_IO, "the client left or the server is stopping");
+        return;
+    }
+    optiq_status st = optiq_batch_add(sv->batch, sv->sessions[slot], j->ids, j->n_ids, p, &j->gen, &err);
+    if (st) job_finish(sv, j, st, err.message);
+}
+
+/* The worker owns the batch: it admits queued jobs into free slots, then
+ * advances every running generation by one step (new prompts prefill one
+ * chunk per step while the others decode together). */
 static void *worker_main(void *arg) {
     server *sv = arg;
+    optiq_error err = {0};
     pthread_mutex_lock(&sv->mu);
     for (;;) {
-        while (!sv->head && !sv->quit) pthread_cond_wait(&sv->work_cv, &sv->mu);
-        if (!sv->head) break;
-        job *j = sv->head;
-        sv->head = j->next;
-        if (!sv->head) sv->tail = NULL;
+        while (!sv->head && optiq_batch_size(sv->batch) == 0 && !sv->quit) pthread_cond_wait(&sv->work_cv, &sv->mu);
+        if (sv->quit && !sv->head && optiq_batch_size(sv->batch) == 0) break;
+        for (size_t slot = 0; sv->head && slot < sv->parallel; slot++) {
+            if (sv->slot_job[slot]) continue;
+            job *j = sv->head;
+            sv->head = j->next;
+            if (!sv->head) sv->tail = NULL;
+            sv->queued--;
+            pthread_mutex_unlock(&sv->mu);
+            job_start(sv, j, slot);
+            pthread_mutex_lock(&sv->mu);
+        }
         pthread_mutex_unlock(&sv->mu);
-        run_job(sv, j);
+        if (optiq_batch_size(sv->batch)) optiq_batch_step(sv->batch, &err);
         pthread_mutex_lock(&sv->mu);
     }
     pthread_mutex_unlock(&sv->mu);
@@ -483,6 +516,14 @@ static void handle_model(server *sv, http_request *r, api_kind kind) {
     }
     j.created = (int64_t)time(NULL);
     pthread_mutex_lock(&sv->mu);
+    if (sv->queued >= sv->max_queue) {
+        pthread_mutex_unlock(&sv->mu);
+        respond_api_error(r, anthropic, 429, "too many requests waiting (%zu queued); try again later",
+                          sv->max_queue);
+        http_request_note(r, "error=queue_full");
+        goto done;
+    }
+    sv->queued++;
     unsigned long n = ++sv->counter;
     snprintf(j.id, sizeof j.id, "%s%lu",
              kind == API_OPENAI_CHAT ? "chatcmpl-" : kind == API_OPENAI_COMPLETION ? "cmpl-" : "msg_", n);
@@ -610,8 +651,19 @@ optiq_status server_run(const server_config *cfg, optiq_error *err) {
     pthread_sigmask(SIG_BLOCK, &sigs, &old);
     signal(SIGPIPE, SIG_IGN);
     optiq_status st = optiq_engine_load(cfg->model_dir, &cfg->engine, &sv.engine, err);
-    if (st == OPTIQ_OK) st = optiq_session_new(sv.engine, &sv.session, err);
+    sv.parallel = cfg->parallel ? cfg->parallel : 4;
+    sv.max_queue = cfg->max_queue ? cfg->max_queue : 64;
+    if (st == OPTIQ_OK) st = optiq_batch_new(sv.engine, sv.parallel, &sv.batch, err);
+    if (st == OPTIQ_OK) {
+        sv.sessions = calloc(sv.parallel, sizeof *sv.sessions);
+        sv.slot_job = calloc(sv.parallel, sizeof *sv.slot_job);
+        if (!sv.sessions || !sv.slot_job) st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; st == OPTIQ_OK && i < sv.parallel; i++) st = optiq_session_new(sv.engine, &sv.sessions[i], err);
     if (st != OPTIQ_OK) {
+        for (size_t i = 0; sv.sessions && i < sv.parallel; i++) optiq_session_free(sv.sessions[i]);
+        free(sv.sessions), free(sv.slot_job);
+        optiq_batch_free(sv.batch);
         optiq_engine_free(sv.engine);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         return st;
@@ -645,8 +697,8 @@ optiq_status server_run(const server_config *cfg, optiq_error *err) {
     hc.error_body = layer_error_body;
     hc.log_file = stderr;
     if ((st = http_server_start(&hc, handle, &sv, &hs, err)) != OPTIQ_OK) goto done;
-    fprintf(stderr, "optiq serve: listening on http://%s:%d (model %s, vision %s)\n", hc.host,
-            http_server_port(hs), sv.model_name, sv.vision ? "on" : "off");
+    fprintf(stderr, "optiq serve: listening on http://%s:%d (model %s, vision %s, %zu at once)\n", hc.host,
+            http_server_port(hs), sv.model_name, sv.vision ? "on" : "off", sv.parallel);
     fflush(stderr);
 
     int sig = 0;
@@ -668,7 +720,9 @@ done:
     pthread_cond_destroy(&sv.work_cv);
     pthread_mutex_destroy(&sv.prep_mu);
     pthread_mutex_destroy(&sv.mu);
-    optiq_session_free(sv.session);
+    optiq_batch_free(sv.batch);
+    for (size_t i = 0; i < sv.parallel; i++) optiq_session_free(sv.sessions[i]);
+    free(sv.sessions), free(sv.slot_job);
     optiq_engine_free(sv.engine);
     return st;
 }

@@ -2,10 +2,12 @@
  * server.h — `optiq serve`: the HTTP layer (http.h) and the API layer (api.h)
  * wired to one engine.
  *
- * One worker thread owns the engine's optiq_session; requests that need the
- * model wait in a FIFO queue for it. Quick routes (/health, /v1/models,
- * errors, count_tokens) are answered on the connection's own thread, so the
- * server stays responsive while a generation runs. Routes and options:
+ * One worker thread owns the engine's batch (optiq_batch) and one session
+ * per slot: up to `parallel` generations run at once, each decode step of
+ * all of them one forward call; further requests wait in a FIFO queue (at
+ * most max_queue, then 429). Quick routes (/health, /v1/models, errors,
+ * count_tokens) are answered on the connection's own thread, so the server
+ * stays responsive while generations run. Routes and options:
  * docs/cli.md ("optiq serve").
  */
 #ifndef OPTIQ_SERVER_SERVER_H
@@ -27,6 +29,8 @@ typedef struct server_config {
     const char *const *allow_image_hosts; /* IP literals exempt from the address rules */
     size_t n_allow_image_hosts;
     size_t max_image_bytes;       /* per fetched image; 0: 20 MiB */
+    size_t parallel;              /* generations run at once (batched); 0: 4 */
+    size_t max_queue;             /* requests waiting beyond those; more get 429; 0: 64 */
 } server_config;
 
 /* Load the engine, serve until SIGINT or SIGTERM, free everything. Prints
