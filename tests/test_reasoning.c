@@ -108,7 +108,7 @@ int main(void) {
     reasoning_tags qwen = {0}, gemma = {0}, none = {0};
     optiq_tokenizer *tq = load("tests/fixtures/models/qwen35-dense-bf16");
     optiq_tokenizer *tg = load("tests/fixtures/models/gemma4-e2b-bf16");
-    optiq_tokenizer *t3 = load("../shared/tokenizers/gemma3");
+    optiq_tokenizer *t3 = load("tests/fixtures/models/tiny-mixed");
     for (TEST_CASE("markers: <think> / </think> for a Qwen3.5 vocabulary")) {
         CHECK(tq != NULL);
         reasoning_tags_infer(tq, &qwen);
@@ -121,7 +121,7 @@ int main(void) {
         CHECK(gemma.open && !strcmp(gemma.open, "<|channel>thought") && !strcmp(gemma.close, "<channel|>"));
         CHECK(gemma.n_open >= 2 && gemma.n_close == 1);
     }
-    for (TEST_CASE("markers: none for the Gemma-3 vocabulary (no thinking tokens)")) {
+    for (TEST_CASE("markers: none for a vocabulary without thinking tokens (tiny-mixed)")) {
         CHECK(t3 != NULL);
         reasoning_tags_infer(t3, &none);
         CHECK(none.open == NULL && none.n_open == 0);
