@@ -52,7 +52,7 @@ stop() {
     kill -KILL "$1" 2>/dev/null
     wait "$1" 2>/dev/null
 }
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; } # anonymous memory: the heap, not the mapped weights
 
 # The requests: K distinct prompts (text of several lengths, one and two
 # images), each with its own max_tokens, streamed; request i uses prompt i % K.
@@ -139,7 +139,7 @@ check_model() { # LABEL MODEL_DIR IMG1 IMG2
             bad "$label round ${r#load}" "$bad_codes failed, $mism replies differ from the request alone"
         fi
     done
-    echo "     $label: round 1 in $(((t1 - t0) / 1000000)) ms; RSS after rounds 1, 2, 3: ${rss1}, ${rss2}, ${rss3} kB"
+    echo "     $label: round 1 in $(((t1 - t0) / 1000000)) ms; anonymous RSS after rounds 1, 2, 3: ${rss1}, ${rss2}, ${rss3} kB"
     # the first rounds grow the slots' caches and the allocator's per-thread arenas to their
     # working size; an identical later round must not add more (a leak would, every round)
     if [ -n "$rss2" ] && [ -n "$rss3" ] && [ "$rss3" -le $((rss2 + rss2 / 20 + 1024)) ]; then
