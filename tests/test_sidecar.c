@@ -296,7 +296,7 @@ static uint16_t bf16_at(const st_tensor *t, size_t i) {
 }
 
 static void gemma4_cases(const char *name, const char *model_type) {
-    char fx[700], b[700], q[700], ba[700], qa[700], label[300], why[600];
+    char fx[700], b[700], q[700], ba[720], qa[720], label[300], why[600];
     snprintf(fx, sizeof fx, "%s", test_path(name));
     struct stat sb;
     if (stat(pj(fx, "optiq_vision.safetensors"), &sb) != 0) {
