@@ -4,6 +4,8 @@
 #include "models/config.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 const cJSON *cfg_get(const cfg_reader *r, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->obj, key);
@@ -45,4 +47,13 @@ int cfg_bool(const cfg_reader *r, const char *key, int def) {
     if (cJSON_IsBool(v)) return cJSON_IsTrue(v);
     if (cJSON_IsNumber(v)) return v->valuedouble != 0;
     return def;
+}
+
+void cfg_add_feature(cJSON *a, const char *fmt, ...) {
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    cJSON_AddItemToArray(a, cJSON_CreateString(buf));
 }

@@ -32,5 +32,8 @@ optiq_status cfg_num(const cfg_reader *r, const cJSON *obj, const char *key, dou
                      optiq_error *err);
 /* A boolean (true/false or a number), def when absent or of another type. */
 int cfg_bool(const cfg_reader *r, const char *key, int def);
+/* Append a formatted sentence (at most 255 bytes) to a JSON array: a
+ * family's description lines (lm_ops.describe). */
+void cfg_add_feature(cJSON *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

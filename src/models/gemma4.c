@@ -51,7 +51,6 @@
  * quantized folders carry, vision and audio towers) are ignored.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1033,24 +1032,13 @@ static uint64_t g4_decode_bytes(const lm_model *bm) {
                               &L->ple_gate, &L->ple_proj};
         for (size_t j = 0; j < sizeof ls / sizeof ls[0]; j++)
             if (ls[j]->rows) b += linear_bytes(ls[j]);
-        const linear *ex[] = {&L->ex_gate, &L->ex_up, &L->ex_down};
-        for (size_t j = 0; j < 3; j++)
-            if (ex[j]->rows) b += linear_bytes(ex[j]) / (uint64_t)ex[j]->n_mats * (uint64_t)k->top_k;
+        b += linear_expert_bytes(&L->ex_gate, k->top_k) + linear_expert_bytes(&L->ex_up, k->top_k) +
+             linear_expert_bytes(&L->ex_down, k->top_k);
     }
     return b;
 }
 
 /* ---- description (optiq inspect) ---- */
-
-static void add_feature(cJSON *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add_feature(cJSON *a, const char *fmt, ...) {
-    char buf[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    cJSON_AddItemToArray(a, cJSON_CreateString(buf));
-}
 
 static cJSON *g4_describe(const model_dir *md, optiq_error *err) {
     g4_config c;
@@ -1074,27 +1062,27 @@ static cJSON *g4_describe(const model_dir *md, optiq_error *err) {
     cJSON_AddNumberToObject(o, "vocab_size", (double)c.vocab);
     cJSON_AddNumberToObject(o, "context", (double)c.max_pos);
     cJSON *f = cJSON_AddArrayToObject(o, "features");
-    add_feature(f, "%lld sliding-window layers (window %lld, head %lld) and %lld full-attention layers (head %lld)",
+    cfg_add_feature(f, "%lld sliding-window layers (window %lld, head %lld) and %lld full-attention layers (head %lld)",
                 (long long)(c.n_layers - n_full), (long long)c.window, (long long)c.head_dim, (long long)n_full,
                 (long long)(c.global_head_dim ? c.global_head_dim : c.head_dim));
-    add_feature(f, "%lld query heads, %lld KV heads", (long long)c.n_heads, (long long)c.n_kv_heads);
+    cfg_add_feature(f, "%lld query heads, %lld KV heads", (long long)c.n_heads, (long long)c.n_kv_heads);
     if (c.rope_full.proportional)
-        add_feature(f, "proportional RoPE on full layers (partial %.3g, theta %.3g)", c.rope_full.partial,
+        cfg_add_feature(f, "proportional RoPE on full layers (partial %.3g, theta %.3g)", c.rope_full.partial,
                     c.rope_full.theta);
     if (c.k_eq_v)
-        add_feature(f, "K-eq-V on full layers (%lld KV heads, values = keys)",
+        cfg_add_feature(f, "K-eq-V on full layers (%lld KV heads, values = keys)",
                     (long long)(c.n_global_kv_heads > 0 ? c.n_global_kv_heads : c.n_kv_heads));
-    if (c.ple > 0) add_feature(f, "per-layer input embeddings (%lld per layer)", (long long)c.ple);
+    if (c.ple > 0) cfg_add_feature(f, "per-layer input embeddings (%lld per layer)", (long long)c.ple);
     if (c.kv_shared > 0) {
-        add_feature(f, "KV sharing: the last %lld layers reuse earlier layers' K/V", (long long)c.kv_shared);
-        if (c.double_wide) add_feature(f, "double-wide MLP (%lld) on KV-shared layers", (long long)(2 * c.inter));
+        cfg_add_feature(f, "KV sharing: the last %lld layers reuse earlier layers' K/V", (long long)c.kv_shared);
+        if (c.double_wide) cfg_add_feature(f, "double-wide MLP (%lld) on KV-shared layers", (long long)(2 * c.inter));
     }
     if (c.moe)
-        add_feature(f, "MoE: %lld experts, top %lld, width %lld, beside a dense MLP (%lld)", (long long)c.n_experts,
+        cfg_add_feature(f, "MoE: %lld experts, top %lld, width %lld, beside a dense MLP (%lld)", (long long)c.n_experts,
                     (long long)c.top_k, (long long)c.moe_inter, (long long)c.inter);
-    else add_feature(f, "GeGLU MLP (%lld)", (long long)c.inter);
-    if (c.softcap > 0) add_feature(f, "final logit soft-cap %.3g", c.softcap);
-    add_feature(f, c.tie ? "tied input/output embeddings" : "separate lm_head");
+    else cfg_add_feature(f, "GeGLU MLP (%lld)", (long long)c.inter);
+    if (c.softcap > 0) cfg_add_feature(f, "final logit soft-cap %.3g", c.softcap);
+    cfg_add_feature(f, c.tie ? "tied input/output embeddings" : "separate lm_head");
     free(c.full);
     return o;
 }

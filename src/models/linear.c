@@ -169,3 +169,7 @@ optiq_status linear_apply_moe(thread_pool *pool, const linear *l, const int32_t 
     }
     return OPTIQ_OK;
 }
+
+uint64_t linear_expert_bytes(const linear *l, int64_t k) {
+    return l->rows && l->n_mats ? linear_bytes(l) / (uint64_t)l->n_mats * (uint64_t)k : 0;
+}

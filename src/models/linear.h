@@ -61,6 +61,9 @@ optiq_status linear_rows(const linear *l, const int32_t *ids, int64_t n, float *
 /* Bytes of the stored weight (packed data + scales + biases): what a
  * matrix-vector product reads. */
 uint64_t linear_bytes(const linear *l);
+/* Bytes one decode step reads of an expert stack: k of its n_mats matrices
+ * (0 for an unbound linear). */
+uint64_t linear_expert_bytes(const linear *l, int64_t k);
 
 /* A small float tensor (a norm weight, a bias vector, ...) copied to f32.
  * The element count must be n (the shape must be [n], or dims given by

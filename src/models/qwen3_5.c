@@ -41,7 +41,6 @@
  * taps, A_log and dt_bias are copied to f32.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1014,24 +1013,13 @@ static uint64_t q35_decode_bytes(const lm_model *bm) {
                               &L->gate, &L->up, &L->down, &L->router, &L->sh_gate, &L->sh_up, &L->sh_down, &L->sh_router};
         for (size_t j = 0; j < sizeof ls / sizeof ls[0]; j++)
             if (ls[j]->rows) b += linear_bytes(ls[j]);
-        const linear *ex[] = {&L->ex_gate, &L->ex_up, &L->ex_down};
-        for (size_t j = 0; j < 3; j++)
-            if (ex[j]->rows) b += linear_bytes(ex[j]) / (uint64_t)ex[j]->n_mats * (uint64_t)k->top_k;
+        b += linear_expert_bytes(&L->ex_gate, k->top_k) + linear_expert_bytes(&L->ex_up, k->top_k) +
+             linear_expert_bytes(&L->ex_down, k->top_k);
     }
     return b;
 }
 
 /* ---- description (optiq inspect) ---- */
-
-static void add_feature(cJSON *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add_feature(cJSON *a, const char *fmt, ...) {
-    char buf[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    cJSON_AddItemToArray(a, cJSON_CreateString(buf));
-}
 
 static cJSON *q35_describe(const model_dir *md, optiq_error *err) {
     q35_config c;
@@ -1045,16 +1033,16 @@ static cJSON *q35_describe(const model_dir *md, optiq_error *err) {
     cJSON_AddNumberToObject(o, "vocab_size", (double)c.vocab);
     cJSON_AddNumberToObject(o, "context", (double)c.max_pos);
     cJSON *f = cJSON_AddArrayToObject(o, "features");
-    add_feature(f, "%lld Gated DeltaNet (linear attention) layers and %lld full-attention layers (every %lld)",
+    cfg_add_feature(f, "%lld Gated DeltaNet (linear attention) layers and %lld full-attention layers (every %lld)",
                 (long long)(c.n_layers - n_full), (long long)n_full, (long long)c.interval);
-    add_feature(f, "full attention: %lld query heads, %lld KV heads, head %lld, output gate", (long long)c.n_heads,
+    cfg_add_feature(f, "full attention: %lld query heads, %lld KV heads, head %lld, output gate", (long long)c.n_heads,
                 (long long)c.n_kv_heads, (long long)c.head_dim);
-    add_feature(f, "MRoPE on %d of %lld features (theta %.3g)", c.rope_dims, (long long)c.head_dim, c.rope_theta);
+    cfg_add_feature(f, "MRoPE on %d of %lld features (theta %.3g)", c.rope_dims, (long long)c.head_dim, c.rope_theta);
     if (c.n_experts > 0)
-        add_feature(f, "MoE: %lld experts, top %lld, width %lld, gated shared expert (%lld)", (long long)c.n_experts,
+        cfg_add_feature(f, "MoE: %lld experts, top %lld, width %lld, gated shared expert (%lld)", (long long)c.n_experts,
                     (long long)c.top_k, (long long)c.moe_inter, (long long)c.shared_inter);
-    else add_feature(f, "SwiGLU MLP (%lld)", (long long)c.inter);
-    add_feature(f, c.tie ? "tied input/output embeddings" : "separate lm_head");
+    else cfg_add_feature(f, "SwiGLU MLP (%lld)", (long long)c.inter);
+    cfg_add_feature(f, c.tie ? "tied input/output embeddings" : "separate lm_head");
     return o;
 }
 
