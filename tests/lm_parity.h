@@ -50,6 +50,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -165,55 +167,47 @@ static int greedy32(const lm_model *m, const int32_t *tok, int64_t T, int32_t *o
 
 /* ---- parity on one fixture ---- */
 
-/* prompts[p].bf16_margin_top1_top2[step] of the fixture's reference.json
- * (the bf16 run's top-1 minus top-2 log-probability), or -1. */
-static double bf16_margin(const char *dir, int p, int step) {
+/* prompts[p] of the fixture's reference.json (a detached copy; NULL when absent). */
+static cJSON *reference_prompt(const char *dir, int p) {
     char path[700];
     snprintf(path, sizeof path, "%s/reference.json", dir);
     FILE *f = fopen(path, "rb");
-    if (!f) return -1;
+    if (!f) return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
     char *text = n > 0 ? malloc((size_t)n + 1) : NULL;
     size_t got = text ? fread(text, 1, (size_t)n, f) : 0;
     fclose(f);
-    if (!text) return -1;
+    if (!text) return NULL;
     text[got] = 0;
     cJSON *doc = cJSON_Parse(text);
     free(text);
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "prompts"), p), "bf16_margin_top1_top2");
-    const cJSON *v = cJSON_GetArrayItem(m, step);
-    double r = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    cJSON *e = cJSON_DetachItemFromArray(cJSON_GetObjectItemCaseSensitive(doc, "prompts"), p);
     cJSON_Delete(doc);
+    return e;
+}
+
+/* prompts[p].bf16_margin_top1_top2[step] (the bf16 run's top-1 minus top-2
+ * log-probability), or -1. */
+static double bf16_margin(const char *dir, int p, int step) {
+    cJSON *e = reference_prompt(dir, p);
+    const cJSON *v = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(e, "bf16_margin_top1_top2"), step);
+    double r = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    cJSON_Delete(e);
     return r;
 }
 
-/* prompts[p].router_topk_boundary.f32.min_score_gap_kth_vs_next of the
- * fixture's reference.json: how close mlx-lm's f32 run came to choosing
- * other experts on this prompt (-1: not an MoE fixture / not recorded). */
+/* prompts[p].router_topk_boundary.f32.min_score_gap_kth_vs_next: how close
+ * mlx-lm's f32 run came to choosing other experts on this prompt (-1: not
+ * an MoE fixture / not recorded). */
 static double router_gap(const char *dir, int p) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/reference.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = n > 0 ? malloc((size_t)n + 1) : NULL;
-    size_t got = text ? fread(text, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (!text) return -1;
-    text[got] = 0;
-    cJSON *doc = cJSON_Parse(text);
-    free(text);
-    const cJSON *b = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "prompts"), p), "router_topk_boundary");
+    cJSON *e = reference_prompt(dir, p);
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(e, "router_topk_boundary");
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(b, "f32"),
                                                       "min_score_gap_kth_vs_next");
     double r = cJSON_IsNumber(g) ? g->valuedouble : -1;
-    cJSON_Delete(doc);
+    cJSON_Delete(e);
     return r;
 }
 
@@ -455,5 +449,65 @@ static void test_fixture(const char *name) {
     lm_free(m);
     st_close(ref);
 }
+
+/* ---- fixture folders and edited copies (bad-input cases) ---- */
+
+static const char *fixture_dir(const char *name) {
+    static char dir[512];
+    snprintf(dir, sizeof dir, "%s", test_path("tests/fixtures/models/"));
+    strncat(dir, name, sizeof dir - strlen(dir) - 1);
+    return dir;
+}
+
+static char tmproot[256];
+
+/* A copy of a fixture folder in tmproot/sub with config.json replaced by
+ * the result of edit (other files are symlinked). Returns the path. */
+static const char *edited_copy(const char *fixture, const char *sub, void (*edit)(cJSON *cfg)) {
+    static char out[600];
+    char path[700], cmd[4096], abs[512];
+    snprintf(out, sizeof out, "%s/%s", tmproot, sub);
+    mkdir(out, 0755);
+    if (!realpath(fixture_dir(fixture), abs)) return NULL;
+    snprintf(cmd, sizeof cmd, "for f in %s/*; do ln -sf \"$f\" %s/; done; rm -f %s/config.json", abs, out, out);
+    if (system(cmd) != 0) return NULL;
+    snprintf(path, sizeof path, "%s/config.json", abs);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static char text[1 << 17];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    cJSON *cfg = cJSON_Parse(text);
+    if (!cfg) return NULL;
+    edit(cfg);
+    char *s = cJSON_Print(cfg);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    f = fopen(path, "wb");
+    fputs(s, f);
+    fclose(f);
+    free(s);
+    cJSON_Delete(cfg);
+    return out;
+}
+
+static cJSON *text_cfg(cJSON *cfg) {
+    cJSON *t = cJSON_GetObjectItem(cfg, "text_config");
+    return t ? t : cfg;
+}
+static void expect_load_error(const char *label, const char *dir, optiq_status want, const char *needle) {
+    for (TEST_CASE(label)) {
+        lm_model *m = NULL;
+        optiq_error e = {0};
+        CHECK(dir != NULL);
+        if (!dir) break;
+        optiq_status st = lm_load(dir, &m, &e);
+        CHECKF(st == want, "status %d (%s), expected %d", st, e.message, want);
+        CHECKF(strstr(e.message, needle) != NULL, "message \"%s\" lacks \"%s\"", e.message, needle);
+        CHECK(m == NULL);
+        lm_free(m);
+    }
+}
+
 
 #endif

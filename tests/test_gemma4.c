@@ -38,13 +38,6 @@ static const char *const FIXTURES[] = {"gemma4-e2b-bf16", "gemma4-e2b-mixed", "g
                                        "gemma4-unified-bf16"};
 #define N_FIX (sizeof FIXTURES / sizeof FIXTURES[0])
 
-static const char *fixture_dir(const char *name) {
-    static char dir[512];
-    snprintf(dir, sizeof dir, "%s", test_path("tests/fixtures/models/"));
-    strncat(dir, name, sizeof dir - strlen(dir) - 1);
-    return dir;
-}
-
 /* ---- the sliding window keeps memory bounded ---- */
 
 static void test_window_memory(void) {
@@ -91,42 +84,6 @@ static void test_window_memory(void) {
 
 /* ---- bad input ---- */
 
-static char tmproot[256];
-
-/* A copy of a fixture folder in tmproot/sub with config.json replaced by
- * the result of edit (other files are symlinked). Returns the path. */
-static const char *edited_copy(const char *fixture, const char *sub, void (*edit)(cJSON *cfg)) {
-    static char out[600];
-    char path[700], cmd[4096], abs[512];
-    snprintf(out, sizeof out, "%s/%s", tmproot, sub);
-    mkdir(out, 0755);
-    if (!realpath(fixture_dir(fixture), abs)) return NULL;
-    snprintf(cmd, sizeof cmd, "for f in %s/*; do ln -sf \"$f\" %s/; done; rm -f %s/config.json", abs, out, out);
-    if (system(cmd) != 0) return NULL;
-    snprintf(path, sizeof path, "%s/config.json", abs);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    static char text[1 << 17];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    cJSON *cfg = cJSON_Parse(text);
-    if (!cfg) return NULL;
-    edit(cfg);
-    char *s = cJSON_Print(cfg);
-    snprintf(path, sizeof path, "%s/config.json", out);
-    f = fopen(path, "wb");
-    fputs(s, f);
-    fclose(f);
-    free(s);
-    cJSON_Delete(cfg);
-    return out;
-}
-
-static cJSON *text_cfg(cJSON *cfg) {
-    cJSON *t = cJSON_GetObjectItem(cfg, "text_config");
-    return t ? t : cfg;
-}
 static void edit_layer_types(cJSON *cfg) {
     cJSON *lt = cJSON_GetObjectItem(text_cfg(cfg), "layer_types");
     cJSON_DeleteItemFromArray(lt, 0);
@@ -152,20 +109,6 @@ static void edit_inter(cJSON *cfg) { cJSON_ReplaceItemInObject(text_cfg(cfg), "i
 static void edit_heads(cJSON *cfg) { cJSON_ReplaceItemInObject(text_cfg(cfg), "num_key_value_heads", cJSON_CreateNumber(3)); }
 static void edit_topk(cJSON *cfg) { cJSON_ReplaceItemInObject(text_cfg(cfg), "top_k_experts", cJSON_CreateNumber(99)); }
 static void edit_head_dim(cJSON *cfg) { cJSON_ReplaceItemInObject(text_cfg(cfg), "global_head_dim", cJSON_CreateNumber(2048)); }
-
-static void expect_load_error(const char *label, const char *dir, optiq_status want, const char *needle) {
-    for (TEST_CASE(label)) {
-        lm_model *m = NULL;
-        optiq_error e = {0};
-        CHECK(dir != NULL);
-        if (!dir) break;
-        optiq_status st = lm_load(dir, &m, &e);
-        CHECKF(st == want, "status %d (%s), expected %d", st, e.message, want);
-        CHECKF(strstr(e.message, needle) != NULL, "message \"%s\" lacks \"%s\"", e.message, needle);
-        CHECK(m == NULL);
-        lm_free(m);
-    }
-}
 
 static void test_bad_input(void) {
     snprintf(tmproot, sizeof tmproot, "/tmp/optiq-test-g4-XXXXXX");

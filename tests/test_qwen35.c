@@ -33,44 +33,6 @@ static const char *const FIXTURES[] = {"qwen35-dense-bf16", "qwen35-dense-mixed"
 
 /* ---- bad input ---- */
 
-static char tmproot[256];
-
-/* A copy of a fixture folder in tmproot/sub with config.json replaced by
- * the result of edit (weights are symlinked). Returns the path. */
-static const char *edited_copy(const char *fixture, const char *sub, void (*edit)(cJSON *cfg)) {
-    static char out[600];
-    char src[512], path[700], cmd[4096];
-    snprintf(src, sizeof src, "%s/tests/fixtures/models/%s", getenv("OPTIQ_ROOT") ? getenv("OPTIQ_ROOT") : ".", fixture);
-    snprintf(out, sizeof out, "%s/%s", tmproot, sub);
-    mkdir(out, 0755);
-    char abs[512];
-    if (!realpath(src, abs)) return NULL;
-    snprintf(cmd, sizeof cmd, "for f in %s/*; do ln -sf \"$f\" %s/; done; rm -f %s/config.json", abs, out, out);
-    if (system(cmd) != 0) return NULL;
-    snprintf(path, sizeof path, "%s/config.json", abs);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    static char text[1 << 16];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    cJSON *cfg = cJSON_Parse(text);
-    if (!cfg) return NULL;
-    edit(cfg);
-    char *s = cJSON_Print(cfg);
-    snprintf(path, sizeof path, "%s/config.json", out);
-    f = fopen(path, "wb");
-    fputs(s, f);
-    fclose(f);
-    free(s);
-    cJSON_Delete(cfg);
-    return out;
-}
-
-static cJSON *text_cfg(cJSON *cfg) {
-    cJSON *t = cJSON_GetObjectItem(cfg, "text_config");
-    return t ? t : cfg;
-}
 static void edit_type(cJSON *cfg) { cJSON_ReplaceItemInObject(cfg, "model_type", cJSON_CreateString("qwen9_next")); }
 static void edit_missing(cJSON *cfg) { cJSON_DeleteItemFromObject(text_cfg(cfg), "hidden_size"); }
 static void edit_shape(cJSON *cfg) {
@@ -80,20 +42,6 @@ static void edit_heads(cJSON *cfg) {
     cJSON_ReplaceItemInObject(text_cfg(cfg), "linear_num_value_heads", cJSON_CreateNumber(3));
 }
 static void edit_none(cJSON *cfg) { (void)cfg; }
-
-static void expect_load_error(const char *label, const char *dir, optiq_status want, const char *needle) {
-    for (TEST_CASE(label)) {
-        lm_model *m = NULL;
-        optiq_error e = {0};
-        CHECK(dir != NULL);
-        if (!dir) break;
-        optiq_status st = lm_load(dir, &m, &e);
-        CHECKF(st == want, "status %d (%s), expected %d", st, e.message, want);
-        CHECKF(strstr(e.message, needle) != NULL, "message \"%s\" lacks \"%s\"", e.message, needle);
-        CHECK(m == NULL);
-        lm_free(m);
-    }
-}
 
 static void test_bad_input(void) {
     snprintf(tmproot, sizeof tmproot, "/tmp/optiq-test-q35-XXXXXX");
