@@ -4,6 +4,7 @@
  * all arithmetic on activations is f32, as the reference's f32 run.
  */
 #include "vision/gemma4_vision.h"
+#include "vision/preprocess.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -40,53 +41,13 @@ g4v_params g4v_params_default(int unified) {
 
 /* ---- processor parameters from JSON ------------------------------------ */
 
+/* An int-valued processor setting (pp_want_int's checks). */
 static optiq_status want_int(const cJSON *j, const char *where, const char *key, int64_t lo, int64_t hi, int *out,
                              optiq_error *err) {
     int64_t v;
-    if (!cJSON_IsNumber(j))
-        return err_set(err, OPTIQ_ERR_FORMAT, "%s%s is %s, expected an integer", where, key, json_type_name(j));
-    if (!json_as_int(j, &v))
-        return err_set(err, OPTIQ_ERR_FORMAT, "%s%s is %g, expected an integer", where, key, j->valuedouble);
-    if (v < lo || v > hi)
-        return err_set(err, OPTIQ_ERR_FORMAT, "%s%s is %lld, expected %lld to %lld", where, key, (long long)v,
-                       (long long)lo, (long long)hi);
-    *out = (int)v;
-    return OPTIQ_OK;
-}
-
-/* Python truthiness of a JSON scalar (`if self.do_resize:`). */
-static optiq_status want_bool(const cJSON *j, const char *where, const char *key, int *out, optiq_error *err) {
-    if (cJSON_IsBool(j)) *out = cJSON_IsTrue(j);
-    else if (cJSON_IsNull(j)) *out = 0;
-    else if (cJSON_IsNumber(j)) *out = j->valuedouble != 0.0;
-    else return err_set(err, OPTIQ_ERR_FORMAT, "%s%s is %s, expected a boolean", where, key, json_type_name(j));
-    return OPTIQ_OK;
-}
-
-/* `image_mean or [0.5, 0.5, 0.5]`: null and [] keep the default; one value
- * broadcasts over the channels as numpy does. */
-static optiq_status want_triple(const cJSON *j, const char *where, const char *key, int nonzero, float out[3],
-                                optiq_error *err) {
-    if (cJSON_IsNull(j)) return OPTIQ_OK;
-    if (!cJSON_IsArray(j))
-        return err_set(err, OPTIQ_ERR_FORMAT, "%s%s is %s, expected an array of 3 numbers", where, key,
-                       json_type_name(j));
-    int n = cJSON_GetArraySize(j);
-    if (n == 0) return OPTIQ_OK;
-    if (n != 1 && n != 3)
-        return err_set(err, OPTIQ_ERR_FORMAT, "%s%s has %d values, expected 3 (or 1)", where, key, n);
-    float v[3];
-    for (int i = 0; i < n; i++) {
-        const cJSON *e = cJSON_GetArrayItem(j, i);
-        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble))
-            return err_set(err, OPTIQ_ERR_FORMAT, "%s%s[%d] is %s, expected a finite number", where, key, i,
-                           cJSON_IsNumber(e) ? "not finite" : json_type_name(e));
-        v[i] = (float)e->valuedouble; /* np.array(list, dtype=np.float32) */
-        if (nonzero && v[i] == 0.0f)
-            return err_set(err, OPTIQ_ERR_FORMAT, "%s%s[%d] is 0, expected a non-zero divisor", where, key, i);
-    }
-    for (int c = 0; c < 3; c++) out[c] = v[n == 1 ? 0 : c];
-    return OPTIQ_OK;
+    optiq_status st = pp_want_int(j, where, key, lo, hi, &v, err);
+    if (!st) *out = (int)v;
+    return st;
 }
 
 /* The keys of `ip` (the image processor's kwargs) over the defaults. */
@@ -108,13 +69,13 @@ static optiq_status resolve(const cJSON *ip, const char *where, int unified, g4v
     }
     if (j && (st = want_int(j, where, key, 1, G4V_MAX_SOFT_TOKENS, &p->max_soft_tokens, err))) return st;
     if ((j = cJSON_GetObjectItemCaseSensitive(ip, "do_resize")) &&
-        (st = want_bool(j, where, "do_resize", &p->do_resize, err)))
+        (st = pp_want_bool(j, where, "do_resize", &p->do_resize, err)))
         return st;
     if ((j = cJSON_GetObjectItemCaseSensitive(ip, "do_rescale")) &&
-        (st = want_bool(j, where, "do_rescale", &p->do_rescale, err)))
+        (st = pp_want_bool(j, where, "do_rescale", &p->do_rescale, err)))
         return st;
     if ((j = cJSON_GetObjectItemCaseSensitive(ip, "do_normalize")) &&
-        (st = want_bool(j, where, "do_normalize", &p->do_normalize, err)))
+        (st = pp_want_bool(j, where, "do_normalize", &p->do_normalize, err)))
         return st;
     if ((j = cJSON_GetObjectItemCaseSensitive(ip, "rescale_factor"))) {
         if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble))
@@ -123,10 +84,10 @@ static optiq_status resolve(const cJSON *ip, const char *where, int unified, g4v
         p->rescale_factor = j->valuedouble;
     }
     if ((j = cJSON_GetObjectItemCaseSensitive(ip, "image_mean")) &&
-        (st = want_triple(j, where, "image_mean", 0, p->mean, err)))
+        (st = pp_want_triple(j, where, "image_mean", 0, p->mean, err)))
         return st;
     if ((j = cJSON_GetObjectItemCaseSensitive(ip, "image_std")) &&
-        (st = want_triple(j, where, "image_std", 1, p->std, err)))
+        (st = pp_want_triple(j, where, "image_std", 1, p->std, err)))
         return st;
     return OPTIQ_OK;
 }

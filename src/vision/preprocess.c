@@ -46,7 +46,7 @@ static const cJSON *cfg_get(const cfg_src *s, const char *key, const char **wher
     return j;
 }
 
-static optiq_status want_int(const cJSON *j, const char *where, const char *key, int64_t lo, int64_t hi,
+optiq_status pp_want_int(const cJSON *j, const char *where, const char *key, int64_t lo, int64_t hi,
                              int64_t *out, optiq_error *err) {
     int64_t v;
     if (!cJSON_IsNumber(j))
@@ -61,7 +61,7 @@ static optiq_status want_int(const cJSON *j, const char *where, const char *key,
 }
 
 /* Python truthiness of a JSON scalar, as `if self.do_rescale and ...` reads it. */
-static optiq_status want_bool(const cJSON *j, const char *where, const char *key, int *out, optiq_error *err) {
+optiq_status pp_want_bool(const cJSON *j, const char *where, const char *key, int *out, optiq_error *err) {
     if (cJSON_IsBool(j)) *out = cJSON_IsTrue(j);
     else if (cJSON_IsNull(j)) *out = 0;
     else if (cJSON_IsNumber(j)) *out = j->valuedouble != 0.0;
@@ -71,7 +71,7 @@ static optiq_status want_bool(const cJSON *j, const char *where, const char *key
 
 /* image_mean / image_std: null or [] keep the default (`image_mean or [0.5]*3`);
  * one value broadcasts over the channels as numpy does. */
-static optiq_status want_triple(const cJSON *j, const char *where, const char *key, int nonzero, float out[3],
+optiq_status pp_want_triple(const cJSON *j, const char *where, const char *key, int nonzero, float out[3],
                                 optiq_error *err) {
     if (cJSON_IsNull(j)) return OPTIQ_OK;
     if (!cJSON_IsArray(j))
@@ -99,7 +99,7 @@ static optiq_status want_triple(const cJSON *j, const char *where, const char *k
 static optiq_status want_budget(const cJSON *j, const char *where, const char *key, int64_t lo, int64_t *out,
                                 optiq_error *err) {
     if (!j || cJSON_IsNull(j)) return OPTIQ_OK;
-    return want_int(j, where, key, lo, QVL_MAX_PIXELS, out, err);
+    return pp_want_int(j, where, key, lo, QVL_MAX_PIXELS, out, err);
 }
 
 static optiq_status resolve(const cfg_src *s, qvl_params *p, optiq_error *err) {
@@ -118,7 +118,7 @@ static optiq_status resolve(const cfg_src *s, qvl_params *p, optiq_error *err) {
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         int64_t v;
         if (!(j = cfg_get(s, ints[i].key, &where))) continue;
-        if ((st = want_int(j, where, ints[i].key, 1, ints[i].hi, &v, err))) return st;
+        if ((st = pp_want_int(j, where, ints[i].key, 1, ints[i].hi, &v, err))) return st;
         *ints[i].dst = (int)v;
     }
     if ((j = cfg_get(s, "rescale_factor", &where))) {
@@ -127,15 +127,15 @@ static optiq_status resolve(const cfg_src *s, qvl_params *p, optiq_error *err) {
                            cJSON_IsNumber(j) ? "not finite" : json_type_name(j));
         p->rescale_factor = j->valuedouble;
     }
-    if ((j = cfg_get(s, "do_rescale", &where)) && (st = want_bool(j, where, "do_rescale", &p->do_rescale, err)))
+    if ((j = cfg_get(s, "do_rescale", &where)) && (st = pp_want_bool(j, where, "do_rescale", &p->do_rescale, err)))
         return st;
     if ((j = cfg_get(s, "do_normalize", &where)) &&
-        (st = want_bool(j, where, "do_normalize", &p->do_normalize, err)))
+        (st = pp_want_bool(j, where, "do_normalize", &p->do_normalize, err)))
         return st;
     if ((j = cfg_get(s, "image_mean", &where)) &&
-        (st = want_triple(j, where, "image_mean", 0, p->image_mean, err)))
+        (st = pp_want_triple(j, where, "image_mean", 0, p->image_mean, err)))
         return st;
-    if ((j = cfg_get(s, "image_std", &where)) && (st = want_triple(j, where, "image_std", 1, p->image_std, err)))
+    if ((j = cfg_get(s, "image_std", &where)) && (st = pp_want_triple(j, where, "image_std", 1, p->image_std, err)))
         return st;
 
     /* size = raw.get("size") or {}: null and {} mean nothing. */

@@ -38,6 +38,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "base/error.h"
 
 #define QVL_MAX_SIDE ((1 << 24) - 1)   /* largest input or resized width/height */
@@ -126,5 +128,16 @@ optiq_status qvl_patchify(const qvl_params *p, const uint8_t *rgb, int w, int h,
                           optiq_error *err);
 
 void qvl_image_free(qvl_image *img);
+
+/* Readers of processor-config values, shared by the families' processors
+ * (messages name where + key: "preprocessor_config.json: patch_size is ..."):
+ * an integer in [lo, hi]; Python truthiness of a scalar (null and 0 false);
+ * image_mean / image_std (null or [] keep out, one value broadcasts over the
+ * channels, nonzero: refuse 0). */
+optiq_status pp_want_int(const cJSON *j, const char *where, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                         optiq_error *err);
+optiq_status pp_want_bool(const cJSON *j, const char *where, const char *key, int *out, optiq_error *err);
+optiq_status pp_want_triple(const cJSON *j, const char *where, const char *key, int nonzero, float out[3],
+                            optiq_error *err);
 
 #endif
