@@ -440,12 +440,7 @@ static optiq_status g4_load(model_dir *md, lm_model **out, optiq_error *err) {
     }
     const g4_config *c = &m->c;
     binder b = {{md, &m->qm}, NULL, {0}};
-    static const char *const PREFIXES[] = {"language_model.model.", "model.language_model.", "model.", ""};
-    for (size_t i = 0; i < sizeof PREFIXES / sizeof PREFIXES[0] && !b.prefix; i++) {
-        char key[128];
-        snprintf(key, sizeof key, "%sembed_tokens.weight", PREFIXES[i]);
-        if (model_dir_find(md, key, NULL)) b.prefix = PREFIXES[i];
-    }
+    b.prefix = weight_prefix(md);
     if (!b.prefix) {
         st = err_set(err, OPTIQ_ERR_FORMAT, "%s: no embed_tokens.weight (looked for language_model.model.embed_tokens.weight, "
                      "model.language_model.embed_tokens.weight, model.embed_tokens.weight)", model_dir_path(md));
@@ -546,13 +541,6 @@ static optiq_status g4_cache_new(const lm_model *bm, int64_t capacity, lm_cache 
     return OPTIQ_OK;
 }
 
-static int grow(float **p, size_t n) {
-    float *q = realloc(*p, sizeof(float) * (n ? n : 1));
-    if (!q) return 0;
-    *p = q;
-    return 1;
-}
-
 /* Rows for n new tokens at position pos. Full layers: pos + n rows (grown in
  * steps of 256, rows kept). Sliding layers: a ring that holds the window
  * before pos plus the n new positions; a larger ring re-lays out the kept
@@ -573,7 +561,7 @@ static optiq_status ensure_kv(g4_cache *c, const g4_model *m, int64_t n, optiq_e
         size_t row = (size_t)(L->n_kv * L->d);
         if (L->full) {
             if (kv->rows >= full_rows) continue;
-            if (!grow(&kv->k, (size_t)full_rows * row) || !grow(&kv->v, (size_t)full_rows * row))
+            if (!grow_f32(&kv->k, (size_t)full_rows * row) || !grow_f32(&kv->v, (size_t)full_rows * row))
                 return err_set(err, OPTIQ_ERR_NOMEM, "out of memory growing the KV cache to %lld tokens",
                                (long long)full_rows);
             kv->rows = full_rows;
@@ -612,13 +600,13 @@ static optiq_status ensure_scratch(g4_cache *c, const g4_model *m, int64_t n, in
         for (int64_t i = 0; i < k->n_layers; i++)
             if (m->layers[i].n_kv * m->layers[i].d > kvw) kvw = m->layers[i].n_kv * m->layers[i].d;
         int64_t ws = k->n_experts > 2 * kk ? k->n_experts : 2 * kk;
-        int ok = grow(&c->h, N * H) && grow(&c->xn, N * H) && grow(&c->r, N * H) && grow(&c->r2, N * H) &&
-                 grow(&c->xe, N * H) && grow(&c->small2, N * (size_t)kk) &&
-                 grow(&c->q, N * (size_t)m->max_q) && grow(&c->o, N * (size_t)m->max_q) &&
-                 grow(&c->kraw, N * (size_t)kvw) && grow(&c->knew, N * (size_t)kvw) &&
-                 grow(&c->vnew, N * (size_t)kvw) && grow(&c->big1, N * (size_t)w1) &&
-                 grow(&c->big2, N * (size_t)w1) && grow(&c->big3, N * (size_t)w1) &&
-                 grow(&c->small1, N * (size_t)ws) && grow(&c->ple, N * (size_t)(k->n_layers * k->ple));
+        int ok = grow_f32(&c->h, N * H) && grow_f32(&c->xn, N * H) && grow_f32(&c->r, N * H) && grow_f32(&c->r2, N * H) &&
+                 grow_f32(&c->xe, N * H) && grow_f32(&c->small2, N * (size_t)kk) &&
+                 grow_f32(&c->q, N * (size_t)m->max_q) && grow_f32(&c->o, N * (size_t)m->max_q) &&
+                 grow_f32(&c->kraw, N * (size_t)kvw) && grow_f32(&c->knew, N * (size_t)kvw) &&
+                 grow_f32(&c->vnew, N * (size_t)kvw) && grow_f32(&c->big1, N * (size_t)w1) &&
+                 grow_f32(&c->big2, N * (size_t)w1) && grow_f32(&c->big3, N * (size_t)w1) &&
+                 grow_f32(&c->small1, N * (size_t)ws) && grow_f32(&c->ple, N * (size_t)(k->n_layers * k->ple));
         int32_t *p = ok ? realloc(c->pos, sizeof(int32_t) * N) : NULL;
         if (p) c->pos = p;
         int32_t *ids = p ? realloc(c->ids, sizeof(int32_t) * N * (size_t)kk) : NULL;
@@ -636,7 +624,7 @@ static optiq_status ensure_scratch(g4_cache *c, const g4_model *m, int64_t n, in
     if (threads > c->att_threads || att_n > c->att_n) {
         int64_t an = att_n > c->att_n ? (att_n + 255) / 256 * 256 : c->att_n;
         int at = threads > c->att_threads ? threads : c->att_threads;
-        if (!grow(&c->att, (size_t)at * (size_t)an))
+        if (!grow_f32(&c->att, (size_t)at * (size_t)an))
             return err_set(err, OPTIQ_ERR_NOMEM, "out of memory for attention scratch");
         c->att_n = an;
         c->att_threads = at;

@@ -173,3 +173,20 @@ optiq_status linear_apply_moe(thread_pool *pool, const linear *l, const int32_t 
 uint64_t linear_expert_bytes(const linear *l, int64_t k) {
     return l->rows && l->n_mats ? linear_bytes(l) / (uint64_t)l->n_mats * (uint64_t)k : 0;
 }
+
+const char *weight_prefix(const model_dir *md) {
+    static const char *const PREFIXES[] = {"language_model.model.", "model.language_model.", "model.", ""};
+    for (size_t i = 0; i < sizeof PREFIXES / sizeof PREFIXES[0]; i++) {
+        char key[128];
+        snprintf(key, sizeof key, "%sembed_tokens.weight", PREFIXES[i]);
+        if (model_dir_find(md, key, NULL)) return PREFIXES[i];
+    }
+    return NULL;
+}
+
+int grow_f32(float **p, size_t n) {
+    float *q = realloc(*p, sizeof(float) * (n ? n : 1));
+    if (!q) return 0;
+    *p = q;
+    return 1;
+}

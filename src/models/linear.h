@@ -71,4 +71,13 @@ uint64_t linear_expert_bytes(const linear *l, int64_t k);
 optiq_status weight_vec_f32(const weight_src *src, const char *name, int ndim, const int64_t *shape, float **out,
                             optiq_error *err);
 
+/* The prefix of a language tower's tensor names: "language_model.model."
+ * (MLX-converted multimodal), "model.language_model." (raw Hugging Face),
+ * "model." (text-only) or "" — the first under which embed_tokens.weight
+ * exists; NULL when none does. Static strings. */
+const char *weight_prefix(const model_dir *md);
+
+/* *p grown (realloc) to n floats (at least 1); 0 when out of memory (*p kept). */
+int grow_f32(float **p, size_t n);
+
 #endif

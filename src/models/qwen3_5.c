@@ -334,12 +334,7 @@ static optiq_status q35_load(model_dir *md, lm_model **out, optiq_error *err) {
     m->conv_dim = 2 * m->key_dim + m->value_dim;
 
     binder b = {{md, &m->qm}, NULL, 0, {0}};
-    static const char *const PREFIXES[] = {"language_model.model.", "model.language_model.", "model.", ""};
-    for (size_t i = 0; i < sizeof PREFIXES / sizeof PREFIXES[0] && !b.prefix; i++) {
-        char key[128];
-        snprintf(key, sizeof key, "%sembed_tokens.weight", PREFIXES[i]);
-        if (model_dir_find(md, key, NULL)) b.prefix = PREFIXES[i];
-    }
+    b.prefix = weight_prefix(md);
     if (!b.prefix) {
         st = err_set(err, OPTIQ_ERR_FORMAT, "%s: no embed_tokens.weight (looked for language_model.model.embed_tokens.weight, "
                      "model.language_model.embed_tokens.weight, model.embed_tokens.weight)", model_dir_path(md));
@@ -463,13 +458,6 @@ static optiq_status q35_cache_new(const lm_model *bm, int64_t capacity, lm_cache
     return OPTIQ_OK;
 }
 
-static int grow(float **p, size_t n) {
-    float *q = realloc(*p, sizeof(float) * (n ? n : 1));
-    if (!q) return 0;
-    *p = q;
-    return 1;
-}
-
 /* KV rows for `need` tokens, grown in steps of 256 (existing rows kept). */
 static optiq_status ensure_kv(q35_cache *c, const q35_model *m, int64_t need, optiq_error *err) {
     if (need <= c->kv_alloc) return OPTIQ_OK;
@@ -478,7 +466,7 @@ static optiq_status ensure_kv(q35_cache *c, const q35_model *m, int64_t need, op
     size_t row = (size_t)(m->c.n_kv_heads * m->c.head_dim);
     for (int64_t i = 0; i < m->c.n_layers; i++) {
         if (m->layers[i].is_linear) continue;
-        if (!grow(&c->kc[i], (size_t)n * row) || !grow(&c->vc[i], (size_t)n * row))
+        if (!grow_f32(&c->kc[i], (size_t)n * row) || !grow_f32(&c->vc[i], (size_t)n * row))
             return err_set(err, OPTIQ_ERR_NOMEM, "out of memory growing the KV cache to %lld tokens", (long long)n);
     }
     c->kv_alloc = n;
@@ -504,9 +492,9 @@ static optiq_status ensure_scratch(q35_cache *c, const q35_model *m, int64_t n, 
         if (ws < 2 * kk) ws = 2 * kk;
         size_t N = (size_t)n;
         size_t win = (size_t)((k->conv_k - 1) * m->conv_dim); /* conv window rows before the new ones */
-        int ok = grow(&c->h, N * (size_t)H) && grow(&c->xn, N * (size_t)H) && grow(&c->r, N * (size_t)H) &&
-                 grow(&c->big1, N * (size_t)w1 + win) && grow(&c->big2, N * (size_t)w1) && grow(&c->big3, N * (size_t)w1) &&
-                 grow(&c->big4, N * (size_t)w1) && grow(&c->small1, N * (size_t)ws) && grow(&c->small2, N * (size_t)ws);
+        int ok = grow_f32(&c->h, N * (size_t)H) && grow_f32(&c->xn, N * (size_t)H) && grow_f32(&c->r, N * (size_t)H) &&
+                 grow_f32(&c->big1, N * (size_t)w1 + win) && grow_f32(&c->big2, N * (size_t)w1) && grow_f32(&c->big3, N * (size_t)w1) &&
+                 grow_f32(&c->big4, N * (size_t)w1) && grow_f32(&c->small1, N * (size_t)ws) && grow_f32(&c->small2, N * (size_t)ws);
         int32_t *p = ok ? realloc(c->pos3, sizeof(int32_t) * 3 * N) : NULL;
         if (p) c->pos3 = p;
         int32_t *ids = p ? realloc(c->ids, sizeof(int32_t) * N * (size_t)kk) : NULL;
@@ -515,7 +503,7 @@ static optiq_status ensure_scratch(q35_cache *c, const q35_model *m, int64_t n, 
         c->scr_n = n;
     }
     if (threads > c->att_threads || att_len > c->att_alloc) {
-        if (!grow(&c->att, (size_t)threads * (size_t)att_len))
+        if (!grow_f32(&c->att, (size_t)threads * (size_t)att_len))
             return err_set(err, OPTIQ_ERR_NOMEM, "out of memory for attention scratch");
         c->att_threads = threads;
         c->att_alloc = att_len;
