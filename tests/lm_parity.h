@@ -1,6 +1,7 @@
 /*
  * lm_parity.h — the parity cases every language-model family runs against
- * its mlx-lm fixtures (included by test_qwen35.c, test_gemma4.c).
+ * its mlx-lm fixtures (included by test_qwen35.c, test_gemma4.c), and the
+ * helpers their bad-input cases share (edited copies of fixture folders).
  *
  * A fixture folder holds reference.safetensors with, per prompt i:
  *   p{i}.tokens                 I32 [T]
