@@ -23,7 +23,17 @@
  * soft tokens at the image positions) and three-axis positions. After an
  * image the text positions run behind the token count (a block of gh x gw
  * soft tokens advances them by max(gh, gw)); pos_delta keeps the difference
- * (mlx-vlm's rope_delta) for every later token of the session.
+ * (mlx-vlm's rope_delta) for every later token of the session. Models
+ * without multimodal RoPE (Gemma-4) take one position per token; the image
+ * rows are flagged (lm_forward_args.is_image) and each image's run stays in
+ * one forward call.
+ *
+ * A generation is a state machine (gen_run: start, prefill one chunk,
+ * sample, forward, finish): optiq_generate runs one to its end; an
+ * optiq_batch interleaves many, one prefill chunk of the oldest new prompt
+ * per step and one token of every other generation, whose forward calls go
+ * through lm_forward_batch together. Generated text is split into the
+ * thinking block and the answer (text/reasoning.h).
  *
  * EOS rule (mlx-lm's utils.load: load_config, then TokenizerWrapper):
  * generation_config.json's eos_token_id when present and truthy (an id or a
