@@ -40,6 +40,12 @@
  * sqrt(H), sqrt(P), H^-1/2, 2^-1/2 and the GELU constants, and so does this
  * file (a bf16 run rounds them to bf16 first, e.g. sqrt(1536) = 39.25).
  *
+ * Images (lm_forward_args.is_image): the rows come as embeddings (not
+ * scaled), the per-layer table is read at id 0 there, and with
+ * use_bidirectional_attention "vision" each run of image rows attends both
+ * ways (nn_attention_masked spans). forward_batch runs one decode step of
+ * several caches with every weight read once.
+ *
  * Caches: full layers keep every position (grown in steps of 256); sliding
  * layers a ring of rows, position t in row t % ring, with ring >= window +
  * (tokens of the call) - 1, so memory stays bounded on long generations.
