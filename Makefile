@@ -19,7 +19,7 @@ CFLAGS  ?=
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
               -Iinclude -Isrc
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
-LDLIBS  += -lmicrohttpd -lcurl -lcjson -lpcre2-8 -lutf8proc -ljpeg -lpng -lz -lwebpdemux -lwebp -lgif -lm -pthread
+LDLIBS  += -lmicrohttpd -lcurl -lcjson -lpcre2-8 -lutf8proc -ljpeg -lpng -lz -lwebpdemux -lwebp -lgif -lmvec -lm -pthread
 LDFLAGS ?=
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c

@@ -25,7 +25,19 @@ void nn_rmsnorm(const float *x, int64_t n, int64_t d, const float *w, float eps,
 float nn_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
 
 void nn_geglu(float *g, const float *u, int64_t n) {
+    if (cpu_level_current() >= CPU_AVX2) {
+        nn_geglu_avx2(g, u, n);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) g[i] = nn_gelu_tanh(g[i]) * u[i];
+}
+
+void nn_tanh_scaled(float *x, int64_t n, float in, float out) {
+    if (cpu_level_current() >= CPU_AVX2) {
+        nn_tanh_scaled_avx2(x, n, in, out);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i] * in) * out;
 }
 
 void nn_swiglu(float *g, const float *u, int64_t n) {

@@ -24,11 +24,18 @@ float nn_softplus(float x);
 /* GELU, tanh form (mlx nn.gelu_approx, PyTorch gelu "tanh"):
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))). */
 static inline float nn_gelu_tanh(float x) {
-    return 0.5f * x * (1.0f + __builtin_tanhf(0.7978845608f * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1.0f + __builtin_tanhf(0.7978845608f * (x + 0.044715f * (x * x * x))));
 }
 
-/* g (n) = gelu_tanh(g) * u, in place in g (GeGLU). */
+/* g (n) = gelu_tanh(g) * u, in place in g (GeGLU). With AVX2 the tanh is
+ * libmvec's vector tanhf (within about 1 ulp of tanhf; nn_avx2.c), applied
+ * to every element alike, so rows still do not depend on the call's size. */
 void nn_geglu(float *g, const float *u, int64_t n);
+void nn_geglu_avx2(float *g, const float *u, int64_t n);
+
+/* x (n) = out * tanh(in * x), in place (logit soft-capping); AVX2 as nn_geglu. */
+void nn_tanh_scaled(float *x, int64_t n, float in, float out);
+void nn_tanh_scaled_avx2(float *x, int64_t n, float in, float out);
 
 /* g (n) = silu(g) * u, in place in g. */
 void nn_swiglu(float *g, const float *u, int64_t n);

@@ -768,10 +768,7 @@ static optiq_status ple_forward(const g4_model *m, const g4_layer *L, g4_cache *
     float *g = c->big2; /* (n, P) */
     optiq_status st;
     if ((st = linear_apply(pool, &L->ple_gate, 0, h, n, g, 0, Q8(m), err))) return st;
-    for (int64_t t = 0; t < n; t++) {
-        const float *pl = c->ple + t * NP + li * P;
-        for (int64_t e = 0; e < P; e++) g[t * P + e] = nn_gelu_tanh(g[t * P + e]) * pl[e];
-    }
+    for (int64_t t = 0; t < n; t++) nn_geglu(g + t * P, c->ple + t * NP + li * P, P);
     if ((st = linear_apply(pool, &L->ple_proj, 0, g, n, out, 0, Q8(m), err))) return st;
     nn_rmsnorm(out, n, k->hidden, L->ple_norm, (float)k->eps, out);
     return OPTIQ_OK;
@@ -886,7 +883,7 @@ static optiq_status g4_forward(const lm_model *bm, lm_cache *bc, thread_pool *po
         if ((st = linear_apply(pool, head, 0, src, rows, a->logits, 0, Q8(m), err))) return st;
         if (k->softcap > 0) {
             float cap = (float)k->softcap, inv = 1.0f / cap;
-            for (int64_t i = 0; i < rows * k->vocab; i++) a->logits[i] = tanhf(a->logits[i] * inv) * cap;
+            nn_tanh_scaled(a->logits, rows * k->vocab, inv, cap);
         }
     }
     return OPTIQ_OK;
@@ -1006,7 +1003,7 @@ static optiq_status g4_forward_batch(const lm_model *bm, lm_cache *const *bcs, c
     if ((st = linear_apply(pool, head, 0, h, n, logits, 0, Q8(m), err))) return err_prefix(err, "forward_batch: ");
     if (k->softcap > 0) {
         float cap = (float)k->softcap, inv = 1.0f / cap;
-        for (int64_t i = 0; i < n * k->vocab; i++) logits[i] = tanhf(logits[i] * inv) * cap;
+        nn_tanh_scaled(logits, n * k->vocab, inv, cap);
     }
     for (int64_t i = 0; i < n; i++) caches[i]->base.pos++;
     return OPTIQ_OK;

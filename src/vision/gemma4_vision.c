@@ -594,11 +594,6 @@ static void ln_row(const float *x, int64_t d, const float *w, const float *b, fl
     for (int64_t i = 0; i < d; i++) y[i] = ((x[i] - mu) * r) * w[i] + b[i];
 }
 
-/* nn.gelu_approx: 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))) */
-static inline float gelu_approx(float x) {
-    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * (x * x * x))));
-}
-
 typedef struct rows_ctx rows_ctx;
 typedef void (*row_fn)(const rows_ctx *c, int64_t r);
 struct rows_ctx {
@@ -837,7 +832,7 @@ static optiq_status encoder_forward(const g4v_tower *t, thread_pool *pool, const
             if ((st = linear(pool, &L->gate, z + r0 * D, m, g, xc, err)) ||
                 (st = linear(pool, &L->up, z + r0 * D, m, u, xc, err)))
                 goto done;
-            for (int64_t i = 0; i < m * I; i++) g[i] = gelu_approx(g[i]) * u[i];
+            nn_geglu(g, u, m * I);
             if ((st = linear(pool, &L->down, g, m, a + r0 * D, xc, err))) goto done;
         }
         rows_ctx rf = {.fn = op_ff_residual, .n = N, .t = t, .L = L, .x = x, .y = a};
