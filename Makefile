@@ -49,6 +49,10 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
+# src/server/lab.c embeds the Lab's files (web/lab/) with .incbin: editing one rebuilds it.
+LAB_FILES := $(wildcard web/lab/*)
+$(BUILD)/src/server/lab.o $(BUILD)/fuzz/obj/src/server/lab.o: $(LAB_FILES)
+
 $(BUILD)/liboptiq.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

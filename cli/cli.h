@@ -23,6 +23,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_sidecar(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_lab(int argc, char **argv);
 
 /* Print "optiq: message" to stderr; returns 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -35,6 +36,20 @@ int cli_parse_int(const char *cmd, const char *flag, const char *s, long long mi
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
 /* The whole of a stream, NUL-terminated (caller frees); NULL when out of memory or unreadable. */
 char *cli_read_stream(FILE *f, size_t *len);
+
+/* ---- options shared by serve and lab (cmd_serve.c) ---- */
+
+struct server_config;
+enum { CLI_MAX_IMAGE_HOSTS = 64 };
+/* Help text of the shared options (after "Options:"). */
+extern const char CLI_SERVE_OPTIONS_HELP[];
+/* Parse serve's options into *cfg (defaults first); hosts has room for
+ * CLI_MAX_IMAGE_HOSTS --allow-image-host values and must outlive cfg.
+ * no_browser: NULL for serve; for lab, set to 1 by --no-browser. help prints
+ * the command's --help text. Returns 0 to run, 1 after --help was printed
+ * (exit 0), 2 after a usage error was printed. */
+int cli_serve_options(const char *cmd, int argc, char **argv, void (*help)(FILE *), struct server_config *cfg,
+                      const char **hosts, int *no_browser);
 
 /* ---- options shared by generate and chat (cmd_generate.c) ---- */
 

@@ -14,7 +14,9 @@
 static void usage(FILE *f) {
     fprintf(f,
             "Usage: optiq bench [--threads N] [--seconds S] [--cpu LEVEL] [--model DIR [--text-file F]] [--json]\n"
-            "       optiq bench --synthetic NAME [--threads N] [--prefill-tokens N] [--decode-tokens N] [--json]\n\n"
+            "       optiq bench --synthetic NAME [--threads N] [--prefill-tokens N] [--decode-tokens N] [--json]\n"
+            "       optiq bench --synthetic NAME --serving [--sequences N] [--threads N] [--prefill-tokens N]\n"
+            "                   [--decode-tokens N] [--json]\n\n"
             "Measure this machine's memory read bandwidth and the throughput of the\n"
             "quantized matrix-vector product (GB/s of packed weight bytes) for 4- and\n"
             "8-bit affine weights at 1024x3584 and 3584x1024, with 1..N threads; with\n"
@@ -36,7 +38,14 @@ static void usage(FILE *f) {
             "  --text-file F        text to encode (default: 1 MB of generated word-like text)\n"
             "  --synthetic NAME     benchmark a synthetic model (see above)\n"
             "  --prefill-tokens N   synthetic: prompt length (default 512)\n"
-            "  --decode-tokens N    synthetic: greedy decode steps (default 128)\n"
+            "  --mask-tokenizer DIR synthetic: time decode again with a JSON-schema token mask over\n"
+            "                       DIR's tokenizer (the cost of response_format / forced tool calls)\n"
+            "  --decode-tokens N    synthetic: greedy decode steps (default 128; --serving: 32)\n"
+            "  --serving            synthetic: instead, decode of --sequences sequences batched\n"
+            "                       against one, and time to first token of a conversation's\n"
+            "                       second turn with the prefix cache against its first turn of\n"
+            "                       --prefill-tokens tokens (default 2000), at --threads threads\n"
+            "  --sequences N        serving: sequences decoded at once (default 8)\n"
             "  --json               print the results as JSON (keys: docs/cli.md)\n"
             "  --help               show this help\n");
 }
@@ -49,6 +58,20 @@ static double num(const cJSON *o, const char *k) {
 static const char *str(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : "?";
+}
+
+static void print_serving(const cJSON *s) {
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(s, "decode"), *x = cJSON_GetObjectItemCaseSensitive(s, "prefix");
+    printf("\nserving %s, %d threads\n", str(s, "model"), (int)num(s, "threads"));
+    printf("  decode, %d steps: 1 sequence %.2f tokens/s; %d sequences batched %.2f tokens/s in all (x%.2f)\n",
+           (int)num(d, "steps"), num(d, "single_tokens_per_s"), (int)num(d, "sequences"), num(d, "batched_tokens_per_s"),
+           num(d, "speedup"));
+    printf("  time to first token: turn 1 (%d tokens) %.3f s; turn 2 (%d tokens, %d restored) %.3f s (x%.1f), "
+           "%.3f s without the prefix cache; logits %s\n",
+           (int)num(x, "turn1_prompt_tokens"), num(x, "turn1_ttft_s"), (int)num(x, "turn2_prompt_tokens"),
+           (int)num(x, "restored_tokens"), num(x, "turn2_ttft_s"), num(x, "speedup_vs_turn1"),
+           num(x, "turn2_uncached_ttft_s"), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "identical_logits"))
+                                                ? "identical" : "DIFFERENT");
 }
 
 static void print_synthetic(const cJSON *s) {
@@ -71,6 +94,15 @@ static void print_synthetic(const cJSON *s) {
                num(e, "memory_bw_after_gbs"), num(e, "roofline_tokens_per_s"),
                100.0 * num(e, "decode_fraction_of_roofline"), num(e, "peak_rss_bytes") / 1e6);
     printf("  (roofline = the higher of the two bandwidths / decode bytes per token)\n");
+    const cJSON *mask = cJSON_GetObjectItemCaseSensitive(s, "mask");
+    if (!mask) return;
+    printf("\n  with a JSON-schema token mask over %s (%d tokens):\n", str(mask, "tokenizer"),
+           (int)num(mask, "tokenizer_vocab"));
+    printf("  threads  decode tok/s  masked tok/s  mask ms/token  slowdown  documents\n");
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(s, "runs"))
+        printf("  %7d  %12.2f  %12.2f  %13.3f  %7.1f%%  %9d\n", (int)num(e, "threads"), num(e, "decode_tokens_per_s"),
+               num(e, "masked_decode_tokens_per_s"), num(e, "mask_ms_per_token"),
+               100.0 * num(e, "mask_decode_slowdown"), (int)num(e, "mask_documents"));
 }
 
 static void print_qmatvec(const cJSON *d) {
@@ -94,6 +126,8 @@ static void print_table(const cJSON *d) {
         printf("  %d thread(s)  %6.2f GB/s\n", (int)num(e, "threads"), num(e, "gbs"));
     const cJSON *syn = cJSON_GetObjectItemCaseSensitive(d, "synthetic");
     if (syn) print_synthetic(syn);
+    const cJSON *sv = cJSON_GetObjectItemCaseSensitive(d, "serving");
+    if (sv) print_serving(sv);
     const cJSON *vis = cJSON_GetObjectItemCaseSensitive(d, "vision");
     if (vis) {
         printf("\nvision tower of %s (%d blocks, width %d, %d heads, MLP %d -> %d), random bf16 weights:\n",
@@ -121,9 +155,12 @@ int cmd_bench(int argc, char **argv) {
                                          {"synthetic", required_argument, 0, 'S'},
                                          {"prefill-tokens", required_argument, 0, 'P'},
                                          {"decode-tokens", required_argument, 0, 'D'},
+                                         {"serving", no_argument, 0, 'V'},
+                                         {"sequences", required_argument, 0, 'N'},
+                                         {"mask-tokenizer", required_argument, 0, 'K'},
                                          {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     optiq_bench_params p = optiq_bench_default();
-    int json = 0, c;
+    int json = 0, c, p_given = 0, d_given = 0;
     char *end;
     optind = 1;
     opterr = 0;
@@ -150,6 +187,16 @@ int cmd_bench(int argc, char **argv) {
                 return cli_usage_error("bench", "%s wants an integer in 1..65536, got '%s'",
                                        c == 'P' ? "--prefill-tokens" : "--decode-tokens", optarg);
             *(c == 'P' ? &p.prefill_tokens : &p.decode_tokens) = (int)v;
+            *(c == 'P' ? &p_given : &d_given) = 1;
+            break;
+        }
+        case 'V': p.serving = 1; break;
+        case 'K': p.mask_tokenizer = optarg; break;
+        case 'N': {
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > 256)
+                return cli_usage_error("bench", "--sequences wants an integer in 1..256, got '%s'", optarg);
+            p.sequences = (int)v;
             break;
         }
         case 'j': json = 1; break;
@@ -159,6 +206,12 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     if (p.text_file && !p.model_dir) return cli_usage_error("bench", "--text-file needs --model");
+    if (p.serving && !p.synthetic) return cli_usage_error("bench", "--serving needs --synthetic NAME");
+    if (p.sequences && !p.serving) return cli_usage_error("bench", "--sequences needs --serving");
+    if (p.mask_tokenizer && (!p.synthetic || p.serving))
+        return cli_usage_error("bench", "--mask-tokenizer needs --synthetic NAME (without --serving)");
+    if (p.serving && !p_given) p.prefill_tokens = 0; /* the serving defaults (bench_serving.h) */
+    if (p.serving && !d_given) p.decode_tokens = 0;
     if (optind != argc) return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
 
     optiq_error err;

@@ -25,6 +25,7 @@ static const command COMMANDS[] = {
     {"dump", cmd_dump, "write the hidden states and logits of a prompt to a safetensors file"},
     {"sidecar", cmd_sidecar, "give a quantized folder the bf16 vision sidecar of its base (optiq_vision.safetensors)"},
     {"serve", cmd_serve, "serve the model over HTTP (OpenAI and Anthropic compatible routes)"},
+    {"lab", cmd_lab, "serve the model and open the Lab, a chat and server page in the browser"},
     {"bench", cmd_bench, "measure kernel throughput against memory bandwidth, or a model's speed (--synthetic)"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -105,6 +105,14 @@ typedef struct optiq_bench_params {
                               mat-vec cases: random weights of its exact shapes, built in memory */
     int prefill_tokens;    /* synthetic: prompt length (default 512; 0: the default) */
     int decode_tokens;     /* synthetic: greedy decode steps timed (default 128; 0: the default) */
+    int serving;           /* synthetic: instead, the serving figures at max_threads threads: decode of
+                              `sequences` sequences batched against one (decode_tokens steps, 0: 32),
+                              and time to first token of a conversation's second turn with the prefix
+                              cache against its first turn of prefill_tokens tokens (0: 2000) */
+    int sequences;         /* serving: sequences decoded at once (0: 8) */
+    const char *mask_tokenizer; /* synthetic: a tokenizer folder; each thread count's decode then runs
+                              again with a JSON-schema token mask built over that vocabulary (the cost
+                              of constrained decoding, docs/structured-output.md) */
 } optiq_bench_params;
 
 optiq_bench_params optiq_bench_default(void);
@@ -253,7 +261,9 @@ optiq_status optiq_chat_template_render(const optiq_chat_template *t, const char
 /*
  * An engine is a loaded model folder: the language model (weights loaded
  * once, quantized ones kept packed), its tokenizer, chat template and stop
- * tokens, the vision front-end when the folder has one, and a thread pool. Immutable once loaded. A session is one
+ * tokens, the vision front-end when the folder has one, and a thread pool. Immutable once loaded,
+ * but for its prefix and vision caches (locked inside, so sessions on other threads may share
+ * them). A session is one
  * timeline on an engine: it owns the per-sequence caches (KV caches of the
  * attention layers, conv and recurrent states of the linear-attention
  * layers) and its position. Calls on one session must not overlap.
@@ -269,9 +279,31 @@ typedef struct optiq_engine_params {
                            * reference's f32 run); 0: the fast path, which writes the
                            * activations of 4/8-bit quantized products as two int8 codes
                            * (about 16 bits; docs/parity.md) where the CPU has VNNI */
+    /* Prefix reuse (docs/architecture.md, "Prefix cache"): the states of finished
+     * generations are kept, up to prefix_cache_mb MiB, keyed by their tokens (images
+     * by a hash of their pixels); a generation on an empty session whose prompt starts
+     * like one of them restores that state and runs only the rest, with the same
+     * result bit for bit. optiq_engine_default: 1024; 0: off. */
+    int64_t prefix_cache_mb;
+    int64_t prefix_block; /* tokens between the state checkpoints of a prompt
+                           * (linear-attention states cannot be cut); 0: 256 */
+    int64_t vision_cache_mb; /* soft tokens of images seen before, so an image sent
+                              * again is not encoded again; optiq_engine_default: 256; 0: off */
 } optiq_engine_params;
 
 optiq_engine_params optiq_engine_default(void);
+
+/* What the engine's caches did so far (all counters since load). */
+typedef struct optiq_cache_stats {
+    uint64_t prefix_hits;          /* generations that resumed from a cached prefix */
+    uint64_t prefix_misses;        /* generations on an empty session that found none */
+    uint64_t prefix_tokens_reused; /* prompt tokens restored instead of computed */
+    uint64_t prefix_evictions;
+    uint64_t prefix_bytes, prefix_entries, prefix_max_bytes; /* now */
+    uint64_t vision_hits, vision_misses; /* images found / not found in the vision cache */
+    uint64_t vision_encoded;             /* images that went through the vision tower */
+    uint64_t vision_bytes, vision_entries, vision_max_bytes;
+} optiq_cache_stats;
 
 /* Unknown model_type, a config missing a required key, a tensor missing or
  * with the wrong shape: a message naming the key or tensor, no engine. */
@@ -285,6 +317,9 @@ const optiq_chat_template *optiq_engine_chat_template(const optiq_engine *e);
 const char *optiq_engine_model_type(const optiq_engine *e);
 int64_t optiq_engine_vocab_size(const optiq_engine *e);
 int64_t optiq_engine_context(const optiq_engine *e);
+/* Counters of the prefix and vision caches (zeros for a cache that is off).
+ * Thread-safe. */
+void optiq_engine_cache_stats(const optiq_engine *e, optiq_cache_stats *out);
 /* Token ids that end generation: generation_config.json's eos_token_id when
  * present, else config.json's, else the tokenizer's eos (mlx-lm's rule;
  * config.json's text_config.eos_token_id is also looked at before falling
@@ -370,6 +405,18 @@ optiq_sampling optiq_sampling_default(void); /* greedy */
  * The pieces concatenate to optiq_generation.text (unless aborted). */
 typedef int (*optiq_token_fn)(void *user, int32_t id, const char *text, size_t len);
 
+#define OPTIQ_MAX_TOP_LOGPROBS 20 /* most alternatives a token's logprobs list */
+
+/* A generated token's log-probability: the log-softmax of the model's raw logits at that
+ * step (before penalties, process_logits and temperature: what `optiq dump` writes), and the
+ * n_top most likely tokens, most likely first (ties: lower id first). */
+typedef struct optiq_token_logprobs {
+    float logprob;
+    int n_top;
+    const int32_t *top_ids;     /* (n_top) */
+    const float *top_logprobs;  /* (n_top) */
+} optiq_token_logprobs;
+
 typedef struct optiq_generate_params {
     optiq_sampling sampling;
     int max_tokens;             /* 0: until a stop condition or the context is full */
@@ -387,6 +434,16 @@ typedef struct optiq_generate_params {
     void (*on_done)(void *user, optiq_status status, const char *message);
     const optiq_image *images;  /* images of the prompt (see optiq_session_eval_images), or NULL */
     size_t n_images;
+    /* Constrained decoding (e.g. a JSON-schema grammar), or NULL: called with user before
+     * every sample with the row of vocab logits the sampler is about to see (after the
+     * log-probabilities below were taken from it); it may set entries to -INFINITY to forbid
+     * tokens. Non-zero fails the generation ("no token may follow"). */
+    int (*process_logits)(void *user, float *logits, int64_t vocab);
+    /* Called with user for every sampled token, the EOS that stops generation included,
+     * before it is kept or streamed, or NULL; lp is NULL unless logprobs is set. */
+    void (*on_sampled)(void *user, int32_t id, const optiq_token_logprobs *lp);
+    int logprobs;               /* 1: record each generated token's log-probability */
+    int top_logprobs;           /* with logprobs: also the 0..20 most likely tokens of each step */
 } optiq_generate_params;
 
 optiq_generate_params optiq_generate_default(void);
@@ -402,6 +459,11 @@ typedef struct optiq_generation {
     char *answer;               /* the text outside the thinking block (all of it when there is none) */
     const char *finish_reason;  /* "stop" (EOS or stop string), "length" (max_tokens or context), "abort" */
     int64_t prompt_tokens;      /* after image placeholders were expanded */
+    int64_t cached_tokens;      /* of those, restored from the prefix cache instead of computed */
+    float *logprobs;            /* with params.logprobs: (n_tokens) each token's log-probability, else NULL */
+    int32_t *top_ids;           /* (n_tokens, n_top) the most likely tokens of each step, or NULL */
+    float *top_logprobs;        /* (n_tokens, n_top) their log-probabilities */
+    int n_top;
     double prefill_seconds;     /* time to first token (image encoding included) */
     double decode_seconds;      /* the rest */
 } optiq_generation;

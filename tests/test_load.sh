@@ -6,6 +6,9 @@
 # reply the same request gets alone (--parallel 1, one request at a time),
 # nothing may fail, and the server's resident memory after a third identical
 # round must stay within 5% (+1 MB) of the second (no leak); /metrics counts them.
+# The serial server runs with the prefix and vision caches off, the loaded one
+# with them on (the default): repeated prompts resume from cached states and
+# repeated images are not re-encoded, and the replies must not change.
 # Also: a full queue answers 429 in the API's format. Needs curl and jq.
 set -u
 root=${OPTIQ_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -112,7 +115,9 @@ check_model() { # LABEL MODEL_DIR IMG1 IMG2
     make_requests "$dir" "$3" "$4"
     local k; k=$(cat "$work/req/count")
     # alone: one request at a time on a server that runs one generation at once
-    if ! start "$label-serial" --model "$dir" --parallel 1; then bad "$label: serial server starts"; return; fi
+    if ! start "$label-serial" --model "$dir" --parallel 1 --prefix-cache 0 --vision-cache 0; then
+        bad "$label: serial server starts"; return
+    fi
     local sp=$pid
     round "$label-serial" "$k" 1
     stop "$sp"
@@ -162,6 +167,16 @@ check_model() { # LABEL MODEL_DIR IMG1 IMG2
         ok "$label: /metrics counts the 600 requests, mean batch size $((rows / steps))"
     else
         bad "$label: /metrics" "ok=$okc steps=$steps rows=$rows"
+    fi
+    # the caches worked: prompts resumed from cached states, images encoded once each
+    local hits reused enc
+    hits=$(echo "$met" | sed -n 's/^optiq_prefix_cache_lookups_total{outcome="hit"} //p')
+    reused=$(echo "$met" | sed -n 's/^optiq_prefix_cache_tokens_reused_total //p')
+    enc=$(echo "$met" | sed -n 's/^optiq_vision_images_encoded_total //p')
+    if [ -n "$hits" ] && [ "$hits" -gt 0 ] && [ "$reused" -gt 0 ] && [ -n "$enc" ] && [ "$enc" -le 2 ]; then
+        ok "$label: /metrics: $hits requests resumed from the prefix cache ($reused tokens reused), $enc images encoded"
+    else
+        bad "$label: cache metrics" "hits=$hits reused=$reused encoded=$enc"
     fi
     stop "$lp"
     if [ "$asan" = 1 ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `optiq serve` driven by the official openai and anthropic Python SDKs
-# (tests/sdk/test_sdk.py). The SDKs are installed from PyPI into a virtualenv
+# (tests/sdk/test_sdk.py and structured.py; JSON documents checked with the
+# jsonschema package). They are installed from PyPI into a virtualenv
 # under $BUILD/sdk-venv, pinned by tests/sdk/requirements.txt and
 # constraints.txt, and reused while those files do not change. Needs python3
 # and PyPI access: without them the test fails. Servers listen on ephemeral
@@ -82,5 +83,24 @@ vl_url="http://127.0.0.1:$port"
 start dense --model "$dense" || fail_all "text-only server starts" "$(cat "$work/dense.err")"
 dense_url="http://127.0.0.1:$port"
 
+# Tool calls need the tool definitions in the prompt: rendered by the Qwen3.5
+# template they take ~760 tokens of the fixture's tiny vocabulary, more than
+# its 512-position config allows. The same weights (linked) with
+# max_position_embeddings raised to 4096 serve those cases; the random
+# weights do not care.
+q35="$work/qwen35-dense-4k"
+mkdir -p "$q35"
+for f in "$dense"/*; do [ "$(basename "$f")" = config.json ] || ln -s "$f" "$q35/"; done
+"$venv/bin/python" - "$dense/config.json" "$q35/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+(c.get("text_config") or c)["max_position_embeddings"] = 4096
+json.dump(c, open(sys.argv[2], "w"), indent=4)
+PY
+start qwen_tools --model "$q35" || fail_all "qwen3.5 tools server starts" "$(cat "$work/qwen_tools.err")"
+qwen_tools_url="http://127.0.0.1:$port"
+start gemma --model "$root/tests/fixtures/models/gemma4-e2b-mixed" || fail_all "gemma-4 server starts" "$(cat "$work/gemma.err")"
+gemma_url="http://127.0.0.1:$port"
+
 "$venv/bin/python" "$sdk/test_sdk.py" --vl-url "$vl_url" --dense-url "$dense_url" --image-url "http://127.0.0.1:$img_port" \
-    --optiq "$optiq" --vl-model "$vl"
+    --optiq "$optiq" --vl-model "$vl" --qwen-tools-url "$qwen_tools_url" --gemma-url "$gemma_url" --dense-model "$dense"

@@ -1,6 +1,7 @@
 /*
  * bench.c — the benchmarks behind `optiq bench` (the synthetic-model runs
- * of `--synthetic` are in bench_synthetic.c).
+ * of `--synthetic` are in bench_synthetic.c, those of `--serving` in
+ * bench_serving.c).
  *
  * Quantized matrix-vector throughput is reported as GB/s of weight bytes
  * streamed (packed codes + scales + biases), next to the machine's measured
@@ -24,6 +25,7 @@
 #include "base/threadpool.h"
 #include "bench/membw.h"
 #include "bench/bench_vision.h"
+#include "bench/bench_serving.h"
 #include "bench/synthetic.h"
 #include "quant/qmatmul.h"
 #include "quant/quant.h"
@@ -277,6 +279,8 @@ optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, 
             return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: unknown synthetic model '%s' (known: %s)", p.synthetic,
                            synthetic_names());
         int64_t n = (int64_t)(p.prefill_tokens ? p.prefill_tokens : 512) + (p.decode_tokens ? p.decode_tokens : 128);
+        if (p.serving && (p.sequences < 0 || p.sequences > 256))
+            return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: sequences %d not in [0, 256]", p.sequences);
         if (n > sm->max_position)
             return err_set(err, OPTIQ_ERR_INVALID_ARG, "bench: %lld prompt + decode tokens exceed %s's context of %lld",
                            (long long)n, sm->name, (long long)sm->max_position);
@@ -314,7 +318,9 @@ optiq_status optiq_bench_run(const optiq_bench_params *params, char **json_out, 
         cJSON_AddItemToArray(mem, e);
     }
     optiq_status st;
-    if (p.synthetic) {
+    if (p.synthetic && p.serving) {
+        st = bench_serving(pool, &p, max_threads, root, err);
+    } else if (p.synthetic) {
         st = bench_synthetic(pool, &p, counts, n_counts, root, err);
         if (!st) st = bench_vision(pool, p.synthetic, counts, n_counts, root, err);
     } else {

@@ -32,6 +32,7 @@
 #include "bench/membw.h"
 #include "bench/synthetic.h"
 #include "models/model.h"
+#include "text/grammar.h"
 
 #define PREFILL_CHUNK 512                /* = the engine's default prefill chunk */
 #define MEMBW_BYTES ((size_t)512 << 20)  /* as the main bench: 16x a 32 MiB L3 */
@@ -77,7 +78,45 @@ typedef struct run_result {
     double decode_median_s;     /* median of the per-token times: robust to a busy machine */
     double peak_rss;
     int peak_reset;
+    double masked_decode_s;     /* the decode again under a JSON-schema token mask (mask_tokenizer) */
+    double mask_s;              /* of which computing the masks and following the tokens */
+    int64_t documents;          /* documents the grammar completed during it */
 } run_result;
+
+/* The mask of a constrained decode: a grammar over a tokenizer's vocabulary. */
+typedef struct mask_ctx {
+    grammar *g;
+    grammar_vocab *v;
+    grammar_state st;
+    int32_t eos;
+    double seconds;
+    int64_t documents;
+} mask_ctx;
+
+/* A schema of the kind response_format carries: nested object, array, enum, numbers. */
+static const char MASK_SCHEMA[] =
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\"},"
+    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":12}},\"address\":{\"type\":\"object\","
+    "\"properties\":{\"city\":{\"type\":\"string\"},\"zip\":{\"type\":\"string\",\"maxLength\":8}},"
+    "\"required\":[\"city\",\"zip\"]},\"kind\":{\"enum\":[\"person\",\"company\"]},\"score\":{\"type\":\"number\"}},"
+    "\"required\":[\"name\",\"age\",\"tags\",\"address\",\"kind\",\"score\"],\"additionalProperties\":false}";
+
+/* Mask the logits, then (after the caller's argmax) follow the token; a
+ * finished document starts the next one. */
+static void mask_logits(mask_ctx *mk, float *logits) {
+    double t = now_s();
+    grammar_mask_logits(mk->g, &mk->st, mk->v, logits);
+    mk->seconds += now_s() - t;
+}
+
+static void mask_follow(mask_ctx *mk, int32_t id) {
+    double t = now_s();
+    if (id == mk->eos || !grammar_accept(mk->g, &mk->st, mk->v, id)) {
+        mk->documents += id == mk->eos;
+        grammar_start(mk->g, &mk->st);
+    }
+    mk->seconds += now_s() - t;
+}
 
 static int32_t argmax(const float *x, int64_t n) {
     int32_t b = 0;
@@ -98,8 +137,10 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* steps: (D) room for the per-token decode times. */
+/* mk: NULL, or the mask of a constrained decode (then only the decode time is recorded, in masked_decode_s). */
 static optiq_status run_once(const lm_model *m, thread_pool *pool, const char *name, const int32_t *prompt,
-                             int64_t P, int64_t D, float *logits, double *steps, run_result *r, optiq_error *err) {
+                             int64_t P, int64_t D, float *logits, double *steps, run_result *r, mask_ctx *mk,
+                             optiq_error *err) {
     int64_t V = lm_get_info(m)->vocab_size;
     lm_cache *c = NULL;
     optiq_status st = lm_cache_new(m, P + D, &c, err);
@@ -123,16 +164,31 @@ static optiq_status run_once(const lm_model *m, thread_pool *pool, const char *n
         goto out;
     }
 
+    if (mk) {
+        grammar_start(mk->g, &mk->st);
+        mk->seconds = 0;
+        mk->documents = 0;
+        mask_logits(mk, logits);
+    }
     int32_t next = argmax(logits, V);
+    if (mk) mask_follow(mk, next);
     t0 = now_s();
     double t_prev = t0;
     for (int64_t i = 0; i < D && !st; i++) {
         lm_forward_args da = {&next, NULL, 1, NULL, logits, 0, NULL, NULL, NULL};
         st = lm_forward(m, c, pool, &da, err);
+        if (mk) mask_logits(mk, logits);
         next = argmax(logits, V);
+        if (mk) mask_follow(mk, next);
         double t = now_s();
         steps[i] = t - t_prev;
         t_prev = t;
+    }
+    if (mk) {
+        r->masked_decode_s = t_prev - t0;
+        r->mask_s = mk->seconds;
+        r->documents = mk->documents;
+        goto out; /* the unmasked run holds the other figures */
     }
     r->decode_s = t_prev - t0;
     if (st) goto out;
@@ -166,6 +222,13 @@ static void add_run(cJSON *arr, const run_result *r, int64_t P, int64_t D, doubl
     cJSON_AddNumberToObject(e, "decode_gbs", tps * bytes_per_token / 1e9);
     cJSON_AddNumberToObject(e, "peak_rss_bytes", r->peak_rss);
     cJSON_AddBoolToObject(e, "peak_rss_reset", r->peak_reset);
+    if (r->masked_decode_s > 0) {
+        double mtps = (double)D / r->masked_decode_s;
+        cJSON_AddNumberToObject(e, "masked_decode_tokens_per_s", mtps);
+        cJSON_AddNumberToObject(e, "mask_ms_per_token", 1e3 * r->mask_s / (double)D);
+        cJSON_AddNumberToObject(e, "mask_decode_slowdown", 1.0 - mtps / tps);
+        cJSON_AddNumberToObject(e, "mask_documents", (double)r->documents);
+    }
     cJSON_AddItemToArray(arr, e);
 }
 
@@ -199,6 +262,22 @@ optiq_status bench_synthetic(thread_pool *pool, const optiq_bench_params *p, con
     uint64_t bytes = lm_decode_bytes(m);
     int64_t V = lm_get_info(m)->vocab_size;
 
+    mask_ctx mk = {0}, *mkp = NULL;
+    optiq_tokenizer *mtok = NULL;
+    if (p->mask_tokenizer) { /* the vocabulary's tokens beyond V are cut, ids past it have no token */
+        cJSON *schema = cJSON_Parse(MASK_SCHEMA);
+        if (!(st = optiq_tokenizer_load(p->mask_tokenizer, &mtok, err))) {
+            const int32_t *eos;
+            size_t n_eos = optiq_tokenizer_eos_ids(mtok, &eos);
+            mk.eos = n_eos ? eos[0] : -1;
+            mk.v = grammar_vocab_new(mtok, V, eos, n_eos);
+            mk.g = grammar_new();
+            if (!mk.v || !mk.g || !schema) st = err_set(err, OPTIQ_ERR_NOMEM, "bench: out of memory (token mask)");
+            else st = grammar_add_schema(mk.g, schema, GRAMMAR_JSON, err);
+            mkp = &mk;
+        }
+        cJSON_Delete(schema);
+    }
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)P);
     float *logits = malloc(sizeof(float) * (size_t)V);
     double *steps = malloc(sizeof(double) * (size_t)D);
@@ -214,8 +293,9 @@ optiq_status bench_synthetic(thread_pool *pool, const optiq_bench_params *p, con
         r->threads = pool_set_threads(pool, threads[k]);
         r->bw_before = mem_read_bandwidth_gbs(pool, MEMBW_BYTES, 3);
         r->peak_reset = reset_peak_rss();
-        st = run_once(m, pool, s->name, prompt, P, D, logits, steps, r, err);
+        st = run_once(m, pool, s->name, prompt, P, D, logits, steps, r, NULL, err);
         r->peak_rss = peak_rss_bytes();
+        if (!st && mkp) st = run_once(m, pool, s->name, prompt, P, D, logits, steps, r, mkp, err);
         r->bw_after = mem_read_bandwidth_gbs(pool, MEMBW_BYTES, 3);
     }
 
@@ -239,6 +319,12 @@ optiq_status bench_synthetic(thread_pool *pool, const optiq_bench_params *p, con
         cJSON_AddNumberToObject(o, "prefill_chunk", PREFILL_CHUNK);
         cJSON_AddNumberToObject(o, "decode_tokens", (double)D);
         cJSON_AddBoolToObject(o, "logits_finite", 1);
+        if (mkp) {
+            cJSON *mo = cJSON_AddObjectToObject(o, "mask");
+            cJSON_AddStringToObject(mo, "tokenizer", p->mask_tokenizer);
+            cJSON_AddNumberToObject(mo, "tokenizer_vocab", (double)optiq_tokenizer_vocab_size(mtok));
+            cJSON_AddStringToObject(mo, "schema", MASK_SCHEMA);
+        }
         cJSON *arr = cJSON_AddArrayToObject(o, "runs");
         for (int k = 0; k < n_threads; k++) add_run(arr, &runs[k], P, D, (double)bytes);
     }
@@ -246,6 +332,9 @@ optiq_status bench_synthetic(thread_pool *pool, const optiq_bench_params *p, con
     free(steps);
     free(prompt);
     free(logits);
+    grammar_free(mk.g);
+    grammar_vocab_free(mk.v);
+    optiq_tokenizer_free(mtok);
     lm_free(m);
     return st;
 }

@@ -49,6 +49,9 @@
  * Caches: full layers keep every position (grown in steps of 256); sliding
  * layers a ring of rows, position t in row t % ring, with ring >= window +
  * (tokens of the call) - 1, so memory stays bounded on long generations.
+ * Saved states (prefix reuse): the full layers' rows cut at any length; the
+ * sliding rings are saved as their last window - 1 positions, valid at the
+ * position they were taken at only (g4_state_*).
  *
  * Weights: language_model.model.* (gemma4, mlx-converted), model.* (flat
  * gemma4_text) or model.language_model.* (raw Hugging Face; fused MoE experts
@@ -1078,6 +1081,117 @@ static cJSON *g4_describe(const model_dir *md, optiq_error *err) {
     return o;
 }
 
+/* ---- saved states (lm_ops.state_*) ----
+ *
+ * Rows: per position, the K then V row (n_kv * d floats each) of every
+ * full layer that owns its cache, in layer order. Tail: per owning sliding
+ * layer, the K rows then the V rows of positions pos - window + 1 .. pos - 1
+ * (window - 1 slots; slots before position 0 are zeros): what a ring must
+ * hold to go on from pos, and only valid at that pos. */
+
+static int64_t g4_tail_slots(const g4_model *m) { return m->c.window > 1 ? m->c.window - 1 : 0; }
+
+static void g4_state_layout(const lm_model *bm, size_t *row_bytes, size_t *tail_bytes) {
+    const g4_model *m = (const g4_model *)bm;
+    *row_bytes = *tail_bytes = 0;
+    for (int64_t i = 0; i < m->c.n_layers; i++) {
+        const g4_layer *L = &m->layers[i];
+        if (!L->owner) continue;
+        size_t row = 2 * (size_t)(L->n_kv * L->d) * sizeof(float);
+        if (L->full) *row_bytes += row;
+        else *tail_bytes += (size_t)g4_tail_slots(m) * row;
+    }
+}
+
+static void g4_state_save_rows(const lm_cache *bc, int64_t from, int64_t to, void *dst) {
+    const g4_cache *c = (const g4_cache *)bc;
+    const g4_model *m = (const g4_model *)c->base.model;
+    float *o = dst;
+    for (int64_t t = from; t < to; t++)
+        for (int64_t i = 0; i < m->c.n_layers; i++) {
+            const g4_layer *L = &m->layers[i];
+            if (!L->owner || !L->full) continue;
+            size_t row = (size_t)(L->n_kv * L->d);
+            memcpy(o, c->kv[i].k + (size_t)t * row, row * sizeof(float)), o += row;
+            memcpy(o, c->kv[i].v + (size_t)t * row, row * sizeof(float)), o += row;
+        }
+}
+
+static void g4_state_save_tail(const lm_cache *bc, void *dst) {
+    const g4_cache *c = (const g4_cache *)bc;
+    const g4_model *m = (const g4_model *)c->base.model;
+    int64_t S = g4_tail_slots(m), pos = c->base.pos;
+    float *o = dst;
+    for (int64_t i = 0; i < m->c.n_layers; i++) {
+        const g4_layer *L = &m->layers[i];
+        if (!L->owner || L->full) continue;
+        const g4_kv *kv = &c->kv[i];
+        size_t row = (size_t)(L->n_kv * L->d);
+        for (int64_t j = 0; j < S; j++) {
+            int64_t t = pos - S + j;
+            if (t < 0) memset(o + j * row, 0, row * sizeof(float));
+            else memcpy(o + j * row, kv->k + (size_t)(t % kv->rows) * row, row * sizeof(float));
+            if (t < 0) memset(o + (S + j) * row, 0, row * sizeof(float));
+            else memcpy(o + (S + j) * row, kv->v + (size_t)(t % kv->rows) * row, row * sizeof(float));
+        }
+        o += 2 * (size_t)S * row;
+    }
+}
+
+static optiq_status g4_state_restore(lm_cache *bc, int64_t pos, const void *rows, const void *tail, optiq_error *err) {
+    g4_cache *c = (g4_cache *)bc;
+    const g4_model *m = (const g4_model *)c->base.model;
+    int64_t S = g4_tail_slots(m);
+    g4_cache_reset(bc);
+    int64_t full_rows = c->full_rows;
+    if (pos > full_rows) {
+        full_rows = (pos + 255) / 256 * 256;
+        if (full_rows > c->base.capacity) full_rows = c->base.capacity;
+    }
+    int64_t ring = (S + 1 + 255) / 256 * 256; /* the window before pos and one new position */
+    for (int64_t i = 0; i < m->c.n_layers; i++) {
+        const g4_layer *L = &m->layers[i];
+        if (!L->owner) continue;
+        g4_kv *kv = &c->kv[i];
+        size_t row = (size_t)(L->n_kv * L->d);
+        if (L->full && kv->rows < full_rows) {
+            if (!grow_f32(&kv->k, (size_t)full_rows * row) || !grow_f32(&kv->v, (size_t)full_rows * row))
+                return err_set(err, OPTIQ_ERR_NOMEM, "out of memory growing the KV cache to %lld tokens",
+                               (long long)full_rows);
+            kv->rows = full_rows;
+        } else if (!L->full && kv->rows < ring) {
+            if (!grow_f32(&kv->k, (size_t)ring * row) || !grow_f32(&kv->v, (size_t)ring * row))
+                return err_set(err, OPTIQ_ERR_NOMEM, "out of memory growing the sliding-window cache");
+            kv->rows = ring;
+        }
+    }
+    c->full_rows = full_rows;
+    const float *r = rows, *tl = tail;
+    for (int64_t t = 0; t < pos; t++)
+        for (int64_t i = 0; i < m->c.n_layers; i++) {
+            const g4_layer *L = &m->layers[i];
+            if (!L->owner || !L->full) continue;
+            size_t row = (size_t)(L->n_kv * L->d);
+            memcpy(c->kv[i].k + (size_t)t * row, r, row * sizeof(float)), r += row;
+            memcpy(c->kv[i].v + (size_t)t * row, r, row * sizeof(float)), r += row;
+        }
+    for (int64_t i = 0; i < m->c.n_layers; i++) {
+        const g4_layer *L = &m->layers[i];
+        if (!L->owner || L->full) continue;
+        g4_kv *kv = &c->kv[i];
+        size_t row = (size_t)(L->n_kv * L->d);
+        for (int64_t j = 0; j < S; j++) {
+            int64_t t = pos - S + j;
+            if (t < 0) continue;
+            memcpy(kv->k + (size_t)(t % kv->rows) * row, tl + j * row, row * sizeof(float));
+            memcpy(kv->v + (size_t)(t % kv->rows) * row, tl + (S + j) * row, row * sizeof(float));
+        }
+        tl += 2 * (size_t)S * row;
+    }
+    c->base.pos = pos;
+    return OPTIQ_OK;
+}
+
 const lm_ops gemma4_ops = {
     .family = "gemma4",
     .model_types = G4_TYPES,
@@ -1091,4 +1205,8 @@ const lm_ops gemma4_ops = {
     .embed = g4_embed,
     .decode_bytes = g4_decode_bytes,
     .describe = g4_describe,
+    .state_layout = g4_state_layout,
+    .state_save_rows = g4_state_save_rows,
+    .state_save_tail = g4_state_save_tail,
+    .state_restore = g4_state_restore,
 };

@@ -17,6 +17,9 @@
  *                  through the model at the cache's current position and
  *                  advance it; optionally write logits and report hidden
  *                  states per layer (for `optiq dump` and the parity tests)
+ *   lm_state_*     save a cache's state (rows cut at any length + a tail
+ *                  valid at one position) and restore it, for prefix reuse
+ *                  (runtime/prefix_cache.h)
  *
  * Numerics: activations are f32 throughout; weights are read in their stored
  * format (bf16/f16/f32, or MLX-quantized and dequantized inside the kernels).
@@ -107,6 +110,23 @@ typedef struct lm_ops {
      * "variant", "layers", "hidden_size", "features": [...], ...}
      * (docs/model-folder.md). NULL with err on a config the family refuses. */
     cJSON *(*describe)(const model_dir *md, optiq_error *err);
+    /* Saved states (prefix reuse, runtime/prefix_cache.h). A cache's state
+     * is two parts: rows, one per position, that stay valid when the
+     * sequence is cut at any length (full-attention K/V: position t's row
+     * depends on tokens 0..t only), and a tail of fixed size that describes
+     * the current position only (linear-attention conv and recurrent
+     * states; sliding-window K/V of the last window - 1 positions).
+     * state_layout: bytes of one position's rows, bytes of the tail.
+     * state_save_rows: positions [from, to) (to <= pos), position-major (the
+     * rows of positions 0..p-1 are the first p * row_bytes bytes).
+     * state_save_tail: the tail at the current position.
+     * state_restore: the cache as it was at position pos, from rows of
+     * positions 0..pos-1 and the tail saved at pos; the next forward call
+     * gives bit for bit what it gives on the cache that was saved. */
+    void (*state_layout)(const lm_model *m, size_t *row_bytes, size_t *tail_bytes);
+    void (*state_save_rows)(const lm_cache *c, int64_t from, int64_t to, void *dst);
+    void (*state_save_tail)(const lm_cache *c, void *dst);
+    optiq_status (*state_restore)(lm_cache *c, int64_t pos, const void *rows, const void *tail, optiq_error *err);
 } lm_ops;
 
 /* Every family's model struct starts with this header. */
@@ -158,6 +178,28 @@ optiq_status lm_forward(const lm_model *m, lm_cache *c, thread_pool *pool, const
 cJSON *lm_describe(const model_dir *md, optiq_error *err);
 optiq_status lm_embed(const lm_model *m, const int32_t *ids, int64_t n, float *out, optiq_error *err);
 uint64_t lm_decode_bytes(const lm_model *m);
+
+/* Saved states (lm_ops.state_*): 0 bytes everywhere when the family cannot
+ * save its state (then nothing is saved or restored). lm_state_restore fails
+ * with OPTIQ_ERR_CONTEXT for a position outside 1 .. capacity - 1 and
+ * leaves the cache reset on any failure. */
+static inline void lm_state_layout(const lm_model *m, size_t *row_bytes, size_t *tail_bytes) {
+    *row_bytes = *tail_bytes = 0;
+    if (m->ops->state_layout && m->ops->state_restore) m->ops->state_layout(m, row_bytes, tail_bytes);
+}
+static inline void lm_state_save_rows(const lm_cache *c, int64_t from, int64_t to, void *dst) {
+    if (from < to) c->model->ops->state_save_rows(c, from, to, dst);
+}
+static inline void lm_state_save_tail(const lm_cache *c, void *dst) { c->model->ops->state_save_tail(c, dst); }
+static inline optiq_status lm_state_restore(lm_cache *c, int64_t pos, const void *rows, const void *tail,
+                                            optiq_error *err) {
+    if (pos < 1 || pos >= c->capacity) {
+        c->model->ops->cache_reset(c);
+        return err_set(err, OPTIQ_ERR_CONTEXT, "restore: position %lld is outside 1..%lld", (long long)pos,
+                       (long long)c->capacity - 1);
+    }
+    return c->model->ops->state_restore(c, pos, rows, tail, err);
+}
 
 /* One decode step for n sequences (lm_ops.forward_batch): token i appended
  * to caches[i] (distinct caches of this model, each with room for one more

@@ -16,6 +16,8 @@
  * half", interleaved MRoPE axis per frequency slot; for text all three
  * position axes are equal); causal GQA softmax attention, scale D^-1/2;
  * output * sigmoid(gate); o_proj. The KV cache holds post-RoPE keys.
+ * Saved states (prefix reuse, q35_state_*): the KV rows cut at any length;
+ * the Gated DeltaNet conv and recurrent states only at the position taken.
  *
  * Gated DeltaNet (per token t, v-head h reading k-head h / (Hv / Hk)):
  *   qkv = in_proj_qkv(x); causal depthwise conv (kernel K, no bias) over
@@ -1007,6 +1009,75 @@ static uint64_t q35_decode_bytes(const lm_model *bm) {
     return b;
 }
 
+/* ---- saved states (lm_ops.state_*) ----
+ *
+ * Rows: per position, the K then V row (Hkv * D floats each) of every
+ * full-attention layer in layer order. Tail: per Gated DeltaNet layer, the
+ * conv window ((K-1) * conv_dim floats) then the recurrent state (Hv * Dv *
+ * Dk floats); it only holds for the position it was taken at, which is why
+ * the runtime keeps checkpoints of it. */
+
+static void q35_state_layout(const lm_model *bm, size_t *row_bytes, size_t *tail_bytes) {
+    const q35_model *m = (const q35_model *)bm;
+    size_t kv = (size_t)(m->c.n_kv_heads * m->c.head_dim), conv = (size_t)((m->c.conv_k - 1) * m->conv_dim);
+    size_t ssm = (size_t)(m->c.lv_heads * m->c.lv_dim * m->c.lk_dim);
+    *row_bytes = *tail_bytes = 0;
+    for (int64_t i = 0; i < m->c.n_layers; i++) {
+        if (m->layers[i].is_linear) *tail_bytes += (conv + ssm) * sizeof(float);
+        else *row_bytes += 2 * kv * sizeof(float);
+    }
+}
+
+static void q35_state_save_rows(const lm_cache *bc, int64_t from, int64_t to, void *dst) {
+    const q35_cache *c = (const q35_cache *)bc;
+    const q35_model *m = (const q35_model *)c->base.model;
+    size_t kv = (size_t)(m->c.n_kv_heads * m->c.head_dim);
+    float *o = dst;
+    for (int64_t t = from; t < to; t++)
+        for (int64_t i = 0; i < m->c.n_layers; i++) {
+            if (m->layers[i].is_linear) continue;
+            memcpy(o, c->kc[i] + (size_t)t * kv, kv * sizeof(float)), o += kv;
+            memcpy(o, c->vc[i] + (size_t)t * kv, kv * sizeof(float)), o += kv;
+        }
+}
+
+static void q35_state_save_tail(const lm_cache *bc, void *dst) {
+    const q35_cache *c = (const q35_cache *)bc;
+    const q35_model *m = (const q35_model *)c->base.model;
+    size_t conv = (size_t)((m->c.conv_k - 1) * m->conv_dim), ssm = (size_t)(m->c.lv_heads * m->c.lv_dim * m->c.lk_dim);
+    float *o = dst;
+    for (int64_t i = 0; i < m->c.n_layers; i++) {
+        if (!m->layers[i].is_linear) continue;
+        memcpy(o, c->conv[i], conv * sizeof(float)), o += conv;
+        memcpy(o, c->ssm[i], ssm * sizeof(float)), o += ssm;
+    }
+}
+
+static optiq_status q35_state_restore(lm_cache *bc, int64_t pos, const void *rows, const void *tail,
+                                      optiq_error *err) {
+    q35_cache *c = (q35_cache *)bc;
+    const q35_model *m = (const q35_model *)c->base.model;
+    q35_cache_reset(bc);
+    optiq_status st = ensure_kv(c, m, pos, err);
+    if (st) return st;
+    size_t kv = (size_t)(m->c.n_kv_heads * m->c.head_dim), conv = (size_t)((m->c.conv_k - 1) * m->conv_dim);
+    size_t ssm = (size_t)(m->c.lv_heads * m->c.lv_dim * m->c.lk_dim);
+    const float *r = rows, *tl = tail;
+    for (int64_t t = 0; t < pos; t++)
+        for (int64_t i = 0; i < m->c.n_layers; i++) {
+            if (m->layers[i].is_linear) continue;
+            memcpy(c->kc[i] + (size_t)t * kv, r, kv * sizeof(float)), r += kv;
+            memcpy(c->vc[i] + (size_t)t * kv, r, kv * sizeof(float)), r += kv;
+        }
+    for (int64_t i = 0; i < m->c.n_layers; i++) {
+        if (!m->layers[i].is_linear) continue;
+        memcpy(c->conv[i], tl, conv * sizeof(float)), tl += conv;
+        memcpy(c->ssm[i], tl, ssm * sizeof(float)), tl += ssm;
+    }
+    c->base.pos = pos;
+    return OPTIQ_OK;
+}
+
 /* ---- description (optiq inspect) ---- */
 
 static cJSON *q35_describe(const model_dir *md, optiq_error *err) {
@@ -1047,4 +1118,8 @@ const lm_ops qwen3_5_ops = {
     .forward_batch = q35_forward_batch,
     .decode_bytes = q35_decode_bytes,
     .describe = q35_describe,
+    .state_layout = q35_state_layout,
+    .state_save_rows = q35_state_save_rows,
+    .state_save_tail = q35_state_save_tail,
+    .state_restore = q35_state_restore,
 };

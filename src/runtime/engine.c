@@ -5,7 +5,8 @@
  * An engine bundles what one model folder needs to generate: the language
  * model (models/model.h), the tokenizer, the chat template (NULL when the
  * folder has none), the stop tokens and the thread pool. It is never written
- * to after optiq_engine_load returns.
+ * to after optiq_engine_load returns, but for its prefix cache and the vision
+ * front-end's cache, which take their own locks.
  *
  * A session is a timeline: the list of its tokens and the model's cache. The
  * cache may lag the list by tokens that were accepted but not evaluated yet:
@@ -33,7 +34,19 @@
  * optiq_batch interleaves many, one prefill chunk of the oldest new prompt
  * per step and one token of every other generation, whose forward calls go
  * through lm_forward_batch together. Generated text is split into the
- * thinking block and the answer (text/reasoning.h).
+ * thinking block and the answer (text/reasoning.h). At each sample the
+ * log-probabilities (when asked) are taken from the raw logits, then the
+ * caller's process_logits may forbid tokens (a grammar's mask,
+ * docs/structured-output.md), then the sampler picks; on_sampled hears the
+ * token before it is kept.
+ *
+ * Prefix reuse (engine->prefix, runtime/prefix_cache.h): a generation that
+ * starts on an empty session restores the longest cached prefix of its
+ * prompt before its prefill, and every finished generation offers its
+ * state. Sessions therefore record their images' runs (keys) and take
+ * checkpoints of the model's tail state while feeding (section "prefix
+ * reuse"); prefill chunks then end at the checkpoint block boundaries.
+ * The vision front-end keeps its own cache of encoded images.
  *
  * EOS rule (mlx-lm's utils.load: load_config, then TokenizerWrapper):
  * generation_config.json's eos_token_id when present and truthy (an id or a
@@ -54,11 +67,13 @@
 #include "io/model_dir.h"
 #include "io/safetensors.h"
 #include "models/model.h"
+#include "runtime/prefix_cache.h"
 #include "runtime/sampler.h"
 #include "text/reasoning.h"
 #include "vision/frontend.h"
 
 #define DEFAULT_PREFILL_CHUNK 512
+#define DEFAULT_PREFIX_BLOCK 256
 #define MAX_EOS 64
 
 struct optiq_engine {
@@ -73,7 +88,15 @@ struct optiq_engine {
     int64_t prefill_chunk; /* tokens per prefill forward call */
     vision_fe *vision;     /* NULL: text only */
     reasoning_tags think;  /* the vocabulary's thinking markers (none: open == NULL) */
+    prefix_cache *prefix;  /* NULL: no prefix reuse (runtime/prefix_cache.h) */
+    size_t max_ckpts;      /* checkpoints a session keeps (their tails stay within half the cache budget) */
 };
+
+/* One image's run of soft tokens in a timeline, for the prefix cache's keys. */
+typedef struct img_span {
+    int64_t from, n;
+    uint64_t hash;
+} img_span;
 
 struct optiq_session {
     optiq_engine *e;
@@ -91,6 +114,12 @@ struct optiq_session {
     int (*stop_fn)(void *user); /* polled between prefill calls while optiq_generate runs, or NULL */
     void *stop_user;
     int aborted;       /* set by feed when stop_fn asked to stop (the session was reset) */
+    /* prefix reuse (engine->prefix set): the images' runs in the timeline and the
+     * checkpoints of the tail taken along it (increasing positions, <= cache position) */
+    img_span *spans;
+    size_t n_spans, cap_spans;
+    pc_ckpt **ckpts;
+    size_t n_ckpts, cap_ckpts;
 };
 
 /* A prompt segment with images, tokens [from, from + n) of the timeline:
@@ -114,7 +143,8 @@ static double now_seconds(void) {
 /* ---- engine ------------------------------------------------------------ */
 
 optiq_engine_params optiq_engine_default(void) {
-    optiq_engine_params p = {.n_threads = 0, .context = 0, .prefill_chunk = 0, .exact = 0};
+    optiq_engine_params p = {.n_threads = 0, .context = 0, .prefill_chunk = 0, .exact = 0,
+                             .prefix_cache_mb = 1024, .prefix_block = 0, .vision_cache_mb = 256};
     return p;
 }
 
@@ -182,6 +212,12 @@ optiq_status optiq_engine_load(const char *dir, const optiq_engine_params *param
         return err_set(err, OPTIQ_ERR_INVALID_ARG,
                        "engine parameters must not be negative (n_threads %d, context %lld, prefill_chunk %lld)",
                        p.n_threads, (long long)p.context, (long long)p.prefill_chunk);
+    if (p.prefix_cache_mb < 0 || p.prefix_cache_mb > (1ll << 30) || p.prefix_block < 0 || p.vision_cache_mb < 0 ||
+        p.vision_cache_mb > (1ll << 30))
+        return err_set(err, OPTIQ_ERR_INVALID_ARG,
+                       "cache sizes must be 0..2^30 MiB and prefix_block >= 0 (prefix_cache_mb %lld, prefix_block "
+                       "%lld, vision_cache_mb %lld)",
+                       (long long)p.prefix_cache_mb, (long long)p.prefix_block, (long long)p.vision_cache_mb);
     optiq_engine *e = calloc(1, sizeof *e);
     if (!e) return nomem(err);
     optiq_status st = lm_load(dir, &e->model, err);
@@ -206,6 +242,14 @@ optiq_status optiq_engine_load(const char *dir, const optiq_engine_params *param
     }
     resolve_eos(e);
     if ((st = vision_fe_load(lm_model_dir(e->model), e->info->hidden_size, &e->vision, err)) != OPTIQ_OK) goto fail;
+    if (e->vision) vision_fe_set_cache(e->vision, (size_t)p.vision_cache_mb << 20);
+    e->prefix = prefix_cache_new(e->model, (size_t)p.prefix_cache_mb << 20,
+                                 p.prefix_block ? p.prefix_block : DEFAULT_PREFIX_BLOCK);
+    if (e->prefix) {
+        size_t tail = prefix_cache_tail_bytes(e->prefix);
+        e->max_ckpts = tail ? ((size_t)p.prefix_cache_mb << 20) / 2 / tail : 64;
+        if (e->max_ckpts < 2) e->max_ckpts = 2;
+    }
     *out = e;
     return OPTIQ_OK;
 fail:
@@ -215,6 +259,7 @@ fail:
 
 void optiq_engine_free(optiq_engine *e) {
     if (!e) return;
+    prefix_cache_free(e->prefix);
     pool_free(e->pool);
     vision_fe_free(e->vision);
     optiq_chat_template_free(e->tmpl);
@@ -230,6 +275,22 @@ int64_t optiq_engine_vocab_size(const optiq_engine *e) { return e->info->vocab_s
 int64_t optiq_engine_context(const optiq_engine *e) { return e->context; }
 int optiq_engine_has_vision(const optiq_engine *e) { return e && e->vision != NULL; }
 int optiq_engine_has_thinking(const optiq_engine *e) { return e && e->think.open != NULL; }
+
+void optiq_engine_cache_stats(const optiq_engine *e, optiq_cache_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!e) return;
+    prefix_cache_stats p;
+    prefix_cache_get_stats(e->prefix, &p);
+    out->prefix_hits = p.hits, out->prefix_misses = p.misses, out->prefix_tokens_reused = p.tokens_reused;
+    out->prefix_evictions = p.evictions, out->prefix_bytes = p.bytes, out->prefix_entries = p.entries;
+    out->prefix_max_bytes = p.max_bytes;
+    if (e->vision) {
+        vision_cache_stats v;
+        vision_fe_cache_stats(e->vision, &v);
+        out->vision_hits = v.hits, out->vision_misses = v.misses, out->vision_encoded = v.encoded;
+        out->vision_bytes = v.bytes, out->vision_entries = v.entries, out->vision_max_bytes = v.max_bytes;
+    }
+}
 
 optiq_status optiq_engine_image_tokens(const optiq_engine *e, const optiq_image *image, int64_t *tokens,
                                        optiq_error *err) {
@@ -276,8 +337,17 @@ optiq_status optiq_session_new(optiq_engine *e, optiq_session **out, optiq_error
     return OPTIQ_OK;
 }
 
+/* The session's checkpoints from index k on go. */
+static void drop_ckpts(optiq_session *s, size_t k) {
+    for (size_t i = k; i < s->n_ckpts; i++) pc_ckpt_unref(s->e->prefix, s->ckpts[i]);
+    if (k < s->n_ckpts) s->n_ckpts = k;
+}
+
 void optiq_session_free(optiq_session *s) {
     if (!s) return;
+    drop_ckpts(s, 0);
+    free(s->ckpts);
+    free(s->spans);
     lm_cache_free(s->cache);
     free(s->tokens);
     free(s->logits);
@@ -294,6 +364,8 @@ void optiq_session_reset(optiq_session *s) {
     s->n_tokens = 0;
     s->has_logits = 0;
     s->pos_delta = 0;
+    s->n_spans = 0;
+    drop_ckpts(s, 0);
 }
 
 int64_t optiq_session_position(const optiq_session *s) { return s ? (int64_t)s->n_tokens : 0; }
@@ -317,6 +389,97 @@ static optiq_status check_ids(const optiq_engine *e, const int32_t *ids, size_t 
             return err_set(err, OPTIQ_ERR_INVALID_ARG, "token id %d at %zu is outside the vocabulary (0..%lld)",
                            (int)ids[i], i, (long long)e->info->vocab_size - 1);
     return OPTIQ_OK;
+}
+
+/* ---- prefix reuse (runtime/prefix_cache.h) ----
+ *
+ * A session records where its images' soft tokens are (spans, for the keys)
+ * and takes checkpoints of the model's tail state while it feeds prompts:
+ * prefill chunks end at multiples of the cache's block, and a checkpoint is
+ * taken there and at the end of each prompt. A finished generation offers
+ * its whole state (prefix_offer); a generation on an empty session first
+ * looks for the longest cached prefix of its prompt (prefix_resume). */
+
+static optiq_status add_span(optiq_session *s, int64_t from, int64_t n, uint64_t hash, optiq_error *err) {
+    if (s->n_spans == s->cap_spans) {
+        size_t cap = s->cap_spans ? 2 * s->cap_spans : 8;
+        img_span *t = realloc(s->spans, cap * sizeof *t);
+        if (!t) return nomem(err);
+        s->spans = t, s->cap_spans = cap;
+    }
+    s->spans[s->n_spans++] = (img_span){from, n, hash};
+    return OPTIQ_OK;
+}
+
+/* Keys of timeline positions [0, n) (malloc'd; NULL when out of memory). */
+static uint64_t *timeline_keys(const optiq_session *s, int64_t n) {
+    uint64_t *k = malloc((size_t)(n ? n : 1) * sizeof *k);
+    if (!k) return NULL;
+    for (int64_t i = 0; i < n; i++) k[i] = (uint32_t)s->tokens[i];
+    for (size_t j = 0; j < s->n_spans; j++)
+        for (int64_t i = 0; i < s->spans[j].n && s->spans[j].from + i < n; i++)
+            k[s->spans[j].from + i] = pc_image_key(s->spans[j].hash, i);
+    return k;
+}
+
+/* A checkpoint at the cache position (none when one is there already, or
+ * out of memory: checkpoints only save time). Past max_ckpts every other
+ * one goes, so a long session keeps a bounded, thinning set. */
+static void take_ckpt(optiq_session *s) {
+    prefix_cache *pc = s->e->prefix;
+    int64_t pos = lm_cache_pos(s->cache);
+    if (!pc || pos < 1 || (s->n_ckpts && s->ckpts[s->n_ckpts - 1]->pos >= pos)) return;
+    if (s->n_ckpts >= s->e->max_ckpts) {
+        size_t k = 0;
+        for (size_t i = 0; i < s->n_ckpts; i++) {
+            if (i % 2 == 0) s->ckpts[k++] = s->ckpts[i];
+            else pc_ckpt_unref(pc, s->ckpts[i]);
+        }
+        s->n_ckpts = k;
+    }
+    if (s->n_ckpts == s->cap_ckpts) {
+        size_t cap = s->cap_ckpts ? 2 * s->cap_ckpts : 8;
+        pc_ckpt **t = realloc(s->ckpts, cap * sizeof *t);
+        if (!t) return;
+        s->ckpts = t, s->cap_ckpts = cap;
+    }
+    pc_ckpt *k = prefix_cache_checkpoint(pc, s->cache);
+    if (k) s->ckpts[s->n_ckpts++] = k;
+}
+
+/* Offer the session's evaluated timeline to the cache. */
+static void prefix_offer(optiq_session *s) {
+    int64_t pos = lm_cache_pos(s->cache);
+    if (!s->e->prefix || pos < 1) return;
+    take_ckpt(s);
+    uint64_t *keys = timeline_keys(s, pos);
+    if (keys) prefix_cache_insert(s->e->prefix, s->cache, keys, s->ckpts, s->n_ckpts);
+    free(keys);
+}
+
+/* The session was empty and now holds a prompt of n_tokens: restore the
+ * longest cached prefix (leaving at least the last token to run, for the
+ * logits). Returns the position restored (0: none, the cache untouched). */
+static int64_t prefix_resume(optiq_session *s) {
+    int64_t n = (int64_t)s->n_tokens;
+    if (!s->e->prefix || n < 2 || lm_cache_pos(s->cache) != 0) return 0;
+    uint64_t *keys = timeline_keys(s, n);
+    if (!keys) return 0;
+    pc_ckpt **inh = NULL;
+    size_t n_inh = 0;
+    int64_t p = prefix_cache_restore(s->e->prefix, s->cache, keys, n, n - 1, &inh, &n_inh);
+    free(keys);
+    drop_ckpts(s, 0);
+    if (p > 0 && n_inh > s->cap_ckpts) {
+        pc_ckpt **t = realloc(s->ckpts, n_inh * sizeof *t);
+        if (t) s->ckpts = t, s->cap_ckpts = n_inh;
+    }
+    for (size_t i = 0; i < n_inh; i++) {
+        if (i < s->cap_ckpts) s->ckpts[s->n_ckpts++] = inh[i];
+        else pc_ckpt_unref(s->e->prefix, inh[i]);
+    }
+    free(inh);
+    return p;
 }
 
 /* A failure inside the model leaves caches we cannot trust (a recurrent
@@ -396,6 +559,10 @@ static optiq_status feed_step(optiq_session *s, int split_last, mm_seg *seg, int
         return OPTIQ_OK;
     }
     int64_t stop = pos < body_end ? (body_end - pos > e->prefill_chunk ? pos + e->prefill_chunk : body_end) : end;
+    if (e->prefix) { /* chunks end at the checkpoints' block boundaries */
+        int64_t block = prefix_cache_block(e->prefix), b = (pos / block + 1) * block;
+        if (b < stop) stop = b;
+    }
     if (seg && pos < seg->from && stop > seg->from) stop = seg->from;
     if (seg && pos < seg->from + seg->n && stop > seg->from + seg->n) stop = seg->from + seg->n;
     /* one image's run of soft tokens stays in one call (it may attend both ways) */
@@ -404,6 +571,7 @@ static optiq_status feed_step(optiq_session *s, int split_last, mm_seg *seg, int
             stop++;
     optiq_status st = forward(s, pos, stop - pos, seg, stop == end ? s->logits : NULL, err);
     if (st) return fail_reset(s, st, err);
+    if (e->prefix && (stop % prefix_cache_block(e->prefix) == 0 || stop == body_end)) take_ckpt(s);
     if (stop == end) {
         s->has_logits = 1;
         *done = 1;
@@ -453,11 +621,33 @@ typedef struct mm_prompt {
     int32_t *pos;  /* (3, n) */
     float *feats;
     int64_t next;  /* text position after the prompt */
+    int64_t *per;  /* (n_images) soft tokens of each image */
+    uint64_t *hashes; /* (n_images) each image's key (vision_fe_encode_keyed) */
+    size_t n_images;
 } mm_prompt;
 
 static void mm_prompt_free(mm_prompt *p) {
-    free(p->ids), free(p->pos), free(p->feats);
+    free(p->ids), free(p->pos), free(p->feats), free(p->per), free(p->hashes);
     memset(p, 0, sizeof *p);
+}
+
+/* Record the images' runs of a prompt placed at timeline position `at`
+ * (image i's soft tokens: the next run of per[i] image tokens). */
+static optiq_status mm_add_spans(optiq_session *s, int64_t at, const mm_prompt *p, optiq_error *err) {
+    if (!s->e->prefix) return OPTIQ_OK;
+    int32_t pad = vision_fe_tokens(s->e->vision)->image_pad;
+    size_t c = 0, before = s->n_spans;
+    for (size_t i = 0; i < p->n_images; i++) {
+        while (c < p->n && p->ids[c] != pad) c++;
+        if (c + (size_t)p->per[i] > p->n) break;
+        optiq_status st = add_span(s, at + (int64_t)c, p->per[i], p->hashes[i], err);
+        if (st) {
+            s->n_spans = before; /* the prompt is not appended */
+            return st;
+        }
+        c += (size_t)p->per[i];
+    }
+    return OPTIQ_OK;
 }
 
 static optiq_status mm_prepare(optiq_session *s, const int32_t *ids, size_t n, const optiq_image *images,
@@ -472,14 +662,18 @@ static optiq_status mm_prepare(optiq_session *s, const int32_t *ids, size_t n, c
     const mm_tokens *t = vision_fe_tokens(e->vision);
     int32_t *grid = malloc((n_images ? n_images : 1) * 3 * sizeof *grid);
     int64_t *per = malloc((n_images ? n_images : 1) * sizeof *per);
-    optiq_status st = grid && per ? OPTIQ_OK : nomem(err);
+    out->hashes = malloc((n_images ? n_images : 1) * sizeof *out->hashes);
+    out->per = per;
+    out->n_images = n_images;
+    optiq_status st = grid && per && out->hashes ? OPTIQ_OK : nomem(err);
     /* count placeholders first: a prompt without room for its images fails before the tower runs */
     size_t markers = 0;
     for (size_t i = 0; i < n; i++) markers += ids[i] == t->image_pad;
     if (!st && markers < n_images)
         st = err_set(err, OPTIQ_ERR_INVALID_ARG, "the prompt has %zu image placeholders for %zu images", markers,
                      n_images);
-    if (!st && n_images) st = vision_fe_encode(e->vision, e->pool, images, n_images, &out->feats, grid, per, err);
+    if (!st && n_images)
+        st = vision_fe_encode_keyed(e->vision, e->pool, images, n_images, &out->feats, grid, per, out->hashes, err);
     if (!st) st = mm_expand(t, ids, n, per, n_images, &out->ids, &out->n, err);
     if (!st && out->n > room)
         st = err_set(err, OPTIQ_ERR_CONTEXT,
@@ -489,19 +683,21 @@ static optiq_status mm_prepare(optiq_session *s, const int32_t *ids, size_t n, c
     if (!st)
         st = mm_positions(t, out->ids, out->n, grid, n_images, (int64_t)s->n_tokens + s->pos_delta, out->pos,
                           &out->next, err);
-    free(grid), free(per);
+    free(grid);
     if (st) mm_prompt_free(out);
     return st;
 }
 
 /* Append a prepared prompt to the timeline and feed it. */
 static optiq_status mm_feed(optiq_session *s, mm_prompt *p, int split_last, optiq_error *err) {
+    optiq_status st = mm_add_spans(s, (int64_t)s->n_tokens, p, err);
+    if (st) return st;
     memcpy(s->tokens + s->n_tokens, p->ids, p->n * sizeof *p->ids);
     mm_seg seg = {.from = (int64_t)s->n_tokens, .n = (int64_t)p->n, .pos = p->pos, .feats = p->feats,
                   .image_pad = vision_fe_tokens(s->e->vision)->image_pad};
     s->n_tokens += p->n;
     s->has_logits = 0;
-    optiq_status st = feed(s, split_last, &seg, err);
+    st = feed(s, split_last, &seg, err);
     if (!st && !s->aborted) s->pos_delta = p->next - (int64_t)s->n_tokens;
     return st;
 }
@@ -538,6 +734,9 @@ void optiq_generation_free(optiq_generation *g) {
     free(g->text);
     free(g->reasoning);
     free(g->answer);
+    free(g->logprobs);
+    free(g->top_ids);
+    free(g->top_logprobs);
     memset(g, 0, sizeof *g);
 }
 
@@ -559,6 +758,9 @@ static optiq_status check_params(const optiq_generate_params *p, optiq_error *er
                        q->repetition_penalty);
     if (!isfinite(q->presence_penalty) || !isfinite(q->frequency_penalty))
         return err_set(err, OPTIQ_ERR_INVALID_ARG, "presence/frequency penalties must be finite");
+    if (p->logprobs && (p->top_logprobs < 0 || p->top_logprobs > OPTIQ_MAX_TOP_LOGPROBS))
+        return err_set(err, OPTIQ_ERR_INVALID_ARG, "top_logprobs %d: expected 0..%d", p->top_logprobs,
+                       OPTIQ_MAX_TOP_LOGPROBS);
     if (q->penalty_context < 0)
         return err_set(err, OPTIQ_ERR_INVALID_ARG, "penalty_context %d is negative", q->penalty_context);
     return OPTIQ_OK;
@@ -703,12 +905,17 @@ typedef struct gen_run {
     sampler *sm;
     optiq_detokenizer *dt;
     size_t n_prompt;          /* after image expansion */
+    int64_t cached;           /* prompt tokens restored from the prefix cache */
     int in_reasoning;
     const char *finish;
     int32_t last;             /* the token whose callback is still due at the end, or -1 */
     double t0, t_first;
     optiq_status status;      /* the first failure; the run is then done */
     optiq_error err;
+    float *lp;                /* (cap_lp) with p.logprobs: each kept token's log-probability */
+    int32_t *top_ids;         /* (cap_lp, top_logprobs) */
+    float *top_lp;            /* (cap_lp, top_logprobs) */
+    size_t cap_lp;
 } gen_run;
 
 static void run_free(gen_run *r) {
@@ -717,6 +924,7 @@ static void run_free(gen_run *r) {
     mm_prompt_free(&r->mp);
     optiq_detokenizer_free(r->dt);
     sampler_free(r->sm);
+    free(r->lp), free(r->top_ids), free(r->top_lp);
     free(r->g.tokens);
     free(r->g.text);
     free(r);
@@ -750,6 +958,7 @@ static optiq_status run_start(optiq_session *s, const int32_t *prompt, size_t n_
                        n_prompt, (long long)e->context, s->n_tokens);
     gen_run *r = calloc(1, sizeof *r);
     if (!r) return nomem(err);
+    int was_empty = s->n_tokens == 0;
     r->s = s;
     r->p = *p;
     r->out = out;
@@ -772,6 +981,7 @@ static optiq_status run_start(optiq_session *s, const int32_t *prompt, size_t n_
         /* the images expand the prompt: prepare it, then make room again */
         st = mm_prepare(s, prompt, n_prompt, p->images, p->n_images, (size_t)e->context - s->n_tokens - 1, &r->mp, err);
         if (!st) st = reserve_tokens(s, s->n_tokens + r->mp.n + 1, err);
+        if (!st) st = mm_add_spans(s, (int64_t)s->n_tokens, &r->mp, err);
         if (!st) {
             n_prompt = r->mp.n;
             memcpy(s->tokens + s->n_tokens, r->mp.ids, r->mp.n * sizeof *r->mp.ids);
@@ -791,6 +1001,9 @@ static optiq_status run_start(optiq_session *s, const int32_t *prompt, size_t n_
         return st;
     }
     r->n_prompt = n_prompt;
+    if (was_empty && (r->cached = prefix_resume(s)) > 0 && r->has_seg)
+        for (int64_t i = r->seg.from; i < r->cached; i++) /* the soft tokens already in the restored state */
+            r->seg.used += s->tokens[i] == r->seg.image_pad;
     s->stop_fn = p->should_stop;
     s->stop_user = p->user;
     s->aborted = 0;
@@ -822,6 +1035,46 @@ static void run_prefill_step(gen_run *r) {
     r->state = RUN_SAMPLE;
 }
 
+/* The log-probability of token id and the top_logprobs most likely tokens
+ * from the raw logits, at slot n_tokens of the run's arrays (mlx-lm's
+ * logprobs = logits - logsumexp(logits), before any processor). */
+static int record_logprobs(gen_run *r, const float *logits, size_t vocab, int32_t id) {
+    size_t k = r->g.n_tokens, nt = (size_t)r->p.top_logprobs;
+    if (k >= r->cap_lp) {
+        size_t cap = r->cap_lp ? r->cap_lp * 2 : 64;
+        float *lp = realloc(r->lp, cap * sizeof *lp);
+        if (lp) r->lp = lp;
+        int32_t *ti = nt ? realloc(r->top_ids, cap * nt * sizeof *ti) : NULL;
+        if (ti) r->top_ids = ti;
+        float *tl = nt ? realloc(r->top_lp, cap * nt * sizeof *tl) : NULL;
+        if (tl) r->top_lp = tl;
+        if (!lp || (nt && (!ti || !tl))) return 0;
+        r->cap_lp = cap;
+    }
+    float mx = -INFINITY;
+    for (size_t i = 0; i < vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (size_t i = 0; i < vocab; i++) sum += exp((double)logits[i] - (double)mx);
+    float lse = mx + (float)log(sum);
+    r->lp[k] = logits[id] - lse;
+    if (!nt) return 1;
+    int32_t *ti = r->top_ids + k * nt;
+    float *tl = r->top_lp + k * nt;
+    size_t have = 0;
+    for (size_t i = 0; i < vocab; i++) { /* insertion into a sorted list of at most nt */
+        float v = logits[i];
+        if (have == nt && !(v > tl[nt - 1])) continue;
+        size_t j = have < nt ? have++ : nt - 1;
+        while (j > 0 && v > tl[j - 1]) tl[j] = tl[j - 1], ti[j] = ti[j - 1], j--;
+        tl[j] = v;
+        ti[j] = (int32_t)i;
+    }
+    for (size_t j = have; j < nt; j++) ti[j] = -1, tl[j] = -INFINITY;
+    for (size_t j = 0; j < have; j++) tl[j] -= lse;
+    return 1;
+}
+
 /* Sample from the session's logits: the token is kept and streamed, or a
  * stop condition ends the run; otherwise the token awaits its forward call. */
 static void run_sample(gen_run *r) {
@@ -831,8 +1084,23 @@ static void run_sample(gen_run *r) {
     optiq_status st;
     size_t vocab = (size_t)e->info->vocab_size;
     memcpy(s->scratch, s->logits, vocab * sizeof *s->scratch);
+    if (r->p.process_logits && r->p.process_logits(r->p.user, s->scratch, (int64_t)vocab)) {
+        run_fail(r, err_set(&r->err, OPTIQ_ERR_INVALID_ARG, "the logits processor allows no token to follow"));
+        return;
+    }
     int32_t id = sampler_sample(r->sm, s->scratch, s->tokens, s->n_tokens);
     if (g->n_tokens == 0) r->t_first = now_seconds();
+    if (r->p.logprobs && !record_logprobs(r, s->logits, vocab, id)) {
+        run_fail(r, nomem(&r->err));
+        return;
+    }
+    if (r->p.on_sampled) {
+        size_t k = g->n_tokens, nt = (size_t)r->p.top_logprobs;
+        optiq_token_logprobs lp = {0};
+        if (r->p.logprobs)
+            lp = (optiq_token_logprobs){r->lp[k], (int)nt, nt ? r->top_ids + k * nt : NULL, nt ? r->top_lp + k * nt : NULL};
+        r->p.on_sampled(r->p.user, id, r->p.logprobs ? &lp : NULL);
+    }
     if (!r->p.ignore_eos && is_eos(e, id)) {
         r->finish = "stop";
         r->state = RUN_DONE;
@@ -919,10 +1187,17 @@ static optiq_status run_finish(gen_run *r) {
     out->text_len = g->len;
     out->finish_reason = r->finish;
     out->prompt_tokens = (int64_t)r->n_prompt;
+    out->cached_tokens = r->cached;
+    if (r->p.logprobs) { /* the arrays of the kept tokens (a stopping EOS was recorded last: dropped) */
+        out->logprobs = r->lp, out->top_ids = r->top_ids, out->top_logprobs = r->top_lp;
+        out->n_top = r->p.top_logprobs;
+        r->lp = NULL, r->top_ids = NULL, r->top_lp = NULL;
+    }
     out->prefill_seconds = r->t_first - r->t0;
     out->decode_seconds = t_end - r->t_first;
     g->tokens = NULL;
     g->text = NULL;
+    prefix_offer(s);
     return OPTIQ_OK;
 }
 

@@ -300,6 +300,8 @@ void api_request_free(api_request *r) {
     free(r->stop);
     free(r->chat_template_kwargs_json);
     free(r->tools_json);
+    free(r->tool_choice_name);
+    free(r->schema_json);
     memset(r, 0, sizeof *r);
 }
 
@@ -406,7 +408,15 @@ char *api_stream_delta(api_stream *s, const char *reasoning, size_t reasoning_le
 
 char *api_stream_end(api_stream *s, const char *finish_reason, const char *stop_sequence,
                      int64_t completion_tokens) {
-    return api_kind_is_anthropic(s->kind)
-               ? api_anthropic_stream_end(s, finish_reason, stop_sequence, completion_tokens)
-               : api_openai_stream_end(s, finish_reason, completion_tokens);
+    char *out = api_kind_is_anthropic(s->kind)
+                    ? api_anthropic_stream_end(s, finish_reason, stop_sequence, completion_tokens)
+                    : api_openai_stream_end(s, finish_reason, completion_tokens);
+    free(s->logprobs_json);
+    s->logprobs_json = NULL;
+    return out;
+}
+
+char *api_stream_tool_calls(api_stream *s, const char *calls_json) {
+    return api_kind_is_anthropic(s->kind) ? api_anthropic_stream_tool_calls(s, calls_json)
+                                          : api_openai_stream_tool_calls(s, calls_json);
 }

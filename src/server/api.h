@@ -84,8 +84,17 @@ typedef struct api_request {
     int stream;             /* 1: SSE response */
     int include_usage;      /* OpenAI stream_options.include_usage */
     char *chat_template_kwargs_json; /* an object, or NULL; Anthropic thinking -> {"enable_thinking":bool} */
-    char *tools_json;       /* OpenAI "tools" array as given, or NULL */
+    char *tools_json;       /* OpenAI "tools" array as given (Anthropic's tools converted to it), or NULL */
+    int tool_choice;        /* API_TOOLS_AUTO, _NONE, _REQUIRED, _NAMED */
+    char *tool_choice_name; /* API_TOOLS_NAMED: the function */
+    int response_format;    /* API_FORMAT_TEXT, _JSON_OBJECT, _JSON_SCHEMA */
+    char *schema_json;      /* API_FORMAT_JSON_SCHEMA: the schema, printed */
+    int logprobs;           /* 1: log-probabilities of the generated tokens */
+    int top_logprobs;       /* 0..20 alternatives per token */
 } api_request;
+
+enum { API_TOOLS_AUTO = 0, API_TOOLS_NONE, API_TOOLS_REQUIRED, API_TOOLS_NAMED };
+enum { API_FORMAT_TEXT = 0, API_FORMAT_JSON_OBJECT, API_FORMAT_JSON_SCHEMA };
 
 /* Parse a request body of len bytes (it need not be NUL-terminated). On
  * success returns 0 and fills *out (free with api_request_free); otherwise
@@ -107,6 +116,8 @@ typedef struct api_result {
     const char *stop_sequence;  /* the stop string that ended generation, or NULL */
     int64_t prompt_tokens;
     int64_t completion_tokens;
+    const char *tool_calls_json; /* [{"id","name","arguments"}] printed, or NULL: none */
+    const char *logprobs_json;   /* chat: the "content" array; completions: the legacy object; or NULL */
 } api_result;
 
 /* Anthropic stop_reason for optiq's finish reason: "end_turn", "max_tokens", "stop_sequence". */
@@ -134,6 +145,8 @@ typedef struct api_stream {
     int include_usage;
     int block;         /* Anthropic: index of the open block, -1 none */
     int block_type;    /* 0 none, 1 thinking, 2 text */
+    int n_tool_blocks; /* tool calls sent (api_stream_tool_calls) */
+    char *logprobs_json; /* attached to the next content chunk (OpenAI), then freed; or NULL */
 } api_stream;
 
 void api_stream_init(api_stream *s, api_kind kind, const char *id, int64_t created, const char *model,
@@ -143,5 +156,9 @@ char *api_stream_delta(api_stream *s, const char *reasoning, size_t reasoning_le
                        size_t text_len);
 char *api_stream_end(api_stream *s, const char *finish_reason, const char *stop_sequence,
                      int64_t completion_tokens);
+/* Tool calls ([{"id","name","arguments"}] printed), after the content: OpenAI
+ * tool_calls deltas (one chunk per call, arguments whole); Anthropic
+ * tool_use blocks (content_block_start, one input_json_delta, stop). */
+char *api_stream_tool_calls(api_stream *s, const char *calls_json);
 
 #endif

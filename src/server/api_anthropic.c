@@ -54,7 +54,58 @@ static int parse_image(api_ctx *c, const cJSON *blk, const char *param) {
                          type->valuestring);
 }
 
-static int parse_blocks(api_ctx *c, const cJSON *arr, size_t mi, const char *role, cJSON *parts, char **thinking) {
+/* tool_use {id, name, input} -> an OpenAI tool call of the assistant message. */
+static int parse_tool_use(api_ctx *c, const cJSON *b, const char *param, cJSON *calls) {
+    const cJSON *id = api_opt(b, "id"), *name = api_opt(b, "name"), *input = api_opt(b, "input");
+    if (!cJSON_IsString(id) || !cJSON_IsString(name))
+        return api_error_set(c->err, 400, param, "%s: tool_use needs string \"id\" and \"name\"", param);
+    if (input && !cJSON_IsObject(input))
+        return api_error_set(c->err, 400, param, "%s.input: expected an object", param);
+    cJSON *tc = cJSON_CreateObject(), *fn = cJSON_CreateObject();
+    cJSON *args = input ? cJSON_Duplicate(input, 1) : cJSON_CreateObject();
+    if (!tc || !fn || !args || !cJSON_AddItemToArray(calls, tc)) {
+        cJSON_Delete(tc), cJSON_Delete(fn), cJSON_Delete(args);
+        return api_nomem(c);
+    }
+    cJSON_AddStringToObject(tc, "id", id->valuestring);
+    cJSON_AddStringToObject(tc, "type", "function");
+    cJSON_AddItemToObject(tc, "function", fn);
+    cJSON_AddStringToObject(fn, "name", name->valuestring);
+    cJSON_AddItemToObject(fn, "arguments", args);
+    return 0;
+}
+
+/* tool_result {tool_use_id, content} -> a "tool" message (before the rest of the user turn). */
+static int parse_tool_result(api_ctx *c, const cJSON *b, const char *param, cJSON *msgs) {
+    const cJSON *id = api_opt(b, "tool_use_id"), *content = api_opt(b, "content");
+    if (!cJSON_IsString(id)) return api_error_set(c->err, 400, param, "%s.tool_use_id: expected a string", param);
+    char *text = NULL;
+    if (cJSON_IsString(content)) {
+        text = strdup(content->valuestring);
+    } else if (cJSON_IsArray(content)) {
+        text = strdup("");
+        for (const cJSON *p = content->child; p && text; p = p->next) {
+            const cJSON *t = cJSON_IsObject(p) ? api_opt(p, "text") : NULL;
+            if (!cJSON_IsString(t))
+                return free(text), api_error_set(c->err, 400, param, "%s.content: only text blocks are supported", param);
+            text = api_concat(text, t->valuestring, strlen(t->valuestring));
+        }
+    } else if (!content) {
+        text = strdup("");
+    } else {
+        return api_error_set(c->err, 400, param, "%s.content: expected a string or a list of text blocks", param);
+    }
+    if (!text) return api_nomem(c);
+    cJSON *s = cJSON_CreateString(text);
+    free(text);
+    int rc = s ? api_push_message(c, msgs, "tool", s) : api_nomem(c);
+    if (rc) return rc;
+    cJSON *m = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+    return cJSON_AddStringToObject(m, "tool_call_id", id->valuestring) ? 0 : api_nomem(c);
+}
+
+static int parse_blocks(api_ctx *c, const cJSON *arr, size_t mi, const char *role, cJSON *parts, char **thinking,
+                        cJSON *msgs, cJSON *calls) {
     char param[96];
     size_t k = 0;
     for (const cJSON *b = arr->child; b; b = b->next, k++) {
@@ -82,6 +133,10 @@ static int parse_blocks(api_ctx *c, const cJSON *arr, size_t mi, const char *rol
             if (!(*thinking = api_concat(*thinking, th->valuestring, strlen(th->valuestring)))) return api_nomem(c);
         } else if (!strcmp(t, "redacted_thinking") && !strcmp(role, "assistant")) {
             continue; /* opaque to a local model */
+        } else if (!strcmp(t, "tool_use") && !strcmp(role, "assistant")) {
+            if ((rc = parse_tool_use(c, b, param, calls))) return rc;
+        } else if (!strcmp(t, "tool_result") && !strcmp(role, "user")) {
+            if ((rc = parse_tool_result(c, b, param, msgs))) return rc;
         } else if (!strcmp(t, "audio") || !strcmp(t, "input_audio")) {
             return api_error_set(c->err, 400, param, "%s: audio input is not supported", param);
         } else {
@@ -112,21 +167,34 @@ static int parse_message(api_ctx *c, const cJSON *m, size_t mi, cJSON *msgs) {
                              content ? "expected a string or a list of content blocks" : "required");
     if (!content->child && !strcmp(r, "user"))
         return api_error_set(c->err, 400, param, "%s: empty list of content blocks", param);
-    cJSON *parts = cJSON_CreateArray();
+    cJSON *parts = cJSON_CreateArray(), *calls = cJSON_CreateArray();
     char *thinking = NULL;
-    if (!parts) return api_nomem(c);
-    int rc = parse_blocks(c, content, mi, r, parts, &thinking);
+    if (!parts || !calls) return cJSON_Delete(parts), cJSON_Delete(calls), api_nomem(c);
+    int n_before = cJSON_GetArraySize(msgs);
+    int rc = parse_blocks(c, content, mi, r, parts, &thinking, msgs, calls);
     if (rc) {
-        cJSON_Delete(parts);
+        cJSON_Delete(parts), cJSON_Delete(calls);
         free(thinking);
         return rc;
+    }
+    /* a user turn of tool results only: the "tool" messages stand for it */
+    if (!parts->child && cJSON_GetArraySize(msgs) > n_before && !strcmp(r, "user")) {
+        cJSON_Delete(parts), cJSON_Delete(calls);
+        free(thinking);
+        return 0;
     }
     if ((rc = api_push_message(c, msgs, r, parts))) {
+        cJSON_Delete(calls);
         free(thinking);
         return rc;
     }
+    cJSON *out = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+    if (calls->child) {
+        if (!cJSON_AddItemToObject(out, "tool_calls", calls)) rc = api_nomem(c);
+    } else {
+        cJSON_Delete(calls);
+    }
     if (thinking) {
-        cJSON *out = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
         if (!cJSON_AddStringToObject(out, "reasoning_content", thinking)) rc = api_nomem(c);
         free(thinking);
     }
@@ -184,6 +252,64 @@ static int parse_thinking(api_ctx *c, const cJSON *body) {
     return c->req->chat_template_kwargs_json ? 0 : api_nomem(c);
 }
 
+/* tools [{name, description, input_schema}] -> OpenAI's tools array; tool_choice
+ * {type: auto | any | tool | none, name}. */
+static int parse_tools(api_ctx *c, const cJSON *body) {
+    api_request *r = c->req;
+    const cJSON *tools = api_opt(body, "tools");
+    if (tools) {
+        if (!cJSON_IsArray(tools)) return api_error_set(c->err, 400, "tools", "tools: expected an array");
+        cJSON *out = cJSON_CreateArray();
+        if (!out) return api_nomem(c);
+        size_t k = 0;
+        char param[64];
+        for (const cJSON *t = tools->child; t; t = t->next, k++) {
+            snprintf(param, sizeof param, "tools[%zu]", k);
+            const cJSON *name = cJSON_IsObject(t) ? api_opt(t, "name") : NULL;
+            const cJSON *desc = cJSON_IsObject(t) ? api_opt(t, "description") : NULL;
+            const cJSON *schema = cJSON_IsObject(t) ? api_opt(t, "input_schema") : NULL;
+            if (!cJSON_IsString(name) || (schema && !cJSON_IsObject(schema))) {
+                cJSON_Delete(out);
+                return api_error_set(c->err, 400, param, "%s: expected {\"name\": string, \"input_schema\": object}",
+                                     param);
+            }
+            cJSON *o = cJSON_CreateObject(), *fn = cJSON_CreateObject();
+            cJSON_AddItemToArray(out, o);
+            cJSON_AddStringToObject(o, "type", "function");
+            cJSON_AddItemToObject(o, "function", fn);
+            cJSON_AddStringToObject(fn, "name", name->valuestring);
+            if (cJSON_IsString(desc)) cJSON_AddStringToObject(fn, "description", desc->valuestring);
+            cJSON_AddItemToObject(fn, "parameters",
+                                  schema ? cJSON_Duplicate(schema, 1) : cJSON_Parse("{\"type\":\"object\",\"properties\":{}}"));
+        }
+        r->tools_json = cJSON_PrintUnformatted(out);
+        cJSON_Delete(out);
+        if (!r->tools_json) return api_nomem(c);
+    }
+    const cJSON *tc = api_opt(body, "tool_choice");
+    if (!tc) return 0;
+    const cJSON *type = cJSON_IsObject(tc) ? api_opt(tc, "type") : NULL;
+    if (!cJSON_IsString(type))
+        return api_error_set(c->err, 400, "tool_choice", "tool_choice: expected an object with a string \"type\"");
+    const char *t = type->valuestring;
+    if (!strcmp(t, "auto")) r->tool_choice = API_TOOLS_AUTO;
+    else if (!strcmp(t, "none")) r->tool_choice = API_TOOLS_NONE;
+    else if (!strcmp(t, "any")) r->tool_choice = API_TOOLS_REQUIRED;
+    else if (!strcmp(t, "tool")) {
+        const cJSON *name = api_opt(tc, "name");
+        if (!cJSON_IsString(name))
+            return api_error_set(c->err, 400, "tool_choice.name", "tool_choice.name: expected a string");
+        r->tool_choice = API_TOOLS_NAMED;
+        if (!(r->tool_choice_name = strdup(name->valuestring))) return api_nomem(c);
+    } else {
+        return api_error_set(c->err, 400, "tool_choice.type",
+                             "tool_choice.type: expected \"auto\", \"any\", \"tool\" or \"none\", got \"%.40s\"", t);
+    }
+    if (r->tool_choice >= API_TOOLS_REQUIRED && !r->tools_json)
+        return api_error_set(c->err, 400, "tool_choice", "tool_choice: a call is required but no tools are given");
+    return 0;
+}
+
 int api_parse_anthropic(api_ctx *c, const cJSON *body) {
     api_request *r = c->req;
     const char *model = NULL;
@@ -199,7 +325,8 @@ int api_parse_anthropic(api_ctx *c, const cJSON *body) {
         (rc = api_get_number(c, body, "top_p", 0, 1, &top_p)) ||
         (rc = api_get_int(c, body, "top_k", 0, INT_MAX, &top_k)) ||
         (rc = api_get_stop(c, body, "stop_sequences", 0)) || (rc = api_get_bool(c, body, "stream", &r->stream)) ||
-        (rc = api_get_int(c, body, "image_tokens", 1, 1 << 20, &image_tokens)) || (rc = parse_thinking(c, body)))
+        (rc = api_get_int(c, body, "image_tokens", 1, 1 << 20, &image_tokens)) || (rc = parse_thinking(c, body)) ||
+        (rc = parse_tools(c, body)))
         return rc;
     r->image_tokens = (int)image_tokens;
     const cJSON *arr = api_opt(body, "messages");
@@ -226,8 +353,22 @@ int api_parse_anthropic(api_ctx *c, const cJSON *body) {
 
 const char *api_anthropic_stop_reason(const char *finish_reason, const char *stop_sequence) {
     if (finish_reason && !strcmp(finish_reason, "length")) return "max_tokens";
+    if (finish_reason && !strcmp(finish_reason, "tool_calls")) return "tool_use";
     if (stop_sequence) return "stop_sequence";
     return "end_turn";
+}
+
+/* {"id","name","arguments"} -> a tool_use block (input {} when streamed: the input follows as deltas). */
+static cJSON *tool_use_block(const cJSON *tc, int with_input) {
+    cJSON *b = cJSON_CreateObject();
+    const cJSON *id = cJSON_GetObjectItem(tc, "id"), *nm = cJSON_GetObjectItem(tc, "name"),
+                *args = cJSON_GetObjectItem(tc, "arguments");
+    cJSON_AddStringToObject(b, "type", "tool_use");
+    cJSON_AddStringToObject(b, "id", cJSON_IsString(id) ? id->valuestring : "");
+    cJSON_AddStringToObject(b, "name", cJSON_IsString(nm) ? nm->valuestring : "");
+    cJSON *in = with_input && cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+    cJSON_AddItemToObject(b, "input", in ? in : cJSON_CreateObject());
+    return b;
 }
 
 static cJSON *message_obj(const api_result *r, int streaming) {
@@ -248,10 +389,15 @@ static cJSON *message_obj(const api_result *r, int streaming) {
             cJSON_AddStringToObject(b, "signature", "");
             cJSON_AddItemToArray(content, b);
         }
-        cJSON *b = cJSON_CreateObject();
-        cJSON_AddStringToObject(b, "type", "text");
-        cJSON_AddStringToObject(b, "text", r->text ? r->text : "");
-        cJSON_AddItemToArray(content, b);
+        cJSON *calls = r->tool_calls_json ? cJSON_Parse(r->tool_calls_json) : NULL;
+        if (!calls || !calls->child || (r->text && *r->text)) {
+            cJSON *b = cJSON_CreateObject();
+            cJSON_AddStringToObject(b, "type", "text");
+            cJSON_AddStringToObject(b, "text", r->text ? r->text : "");
+            cJSON_AddItemToArray(content, b);
+        }
+        for (const cJSON *tc = calls ? calls->child : NULL; tc; tc = tc->next) cJSON_AddItemToArray(content, tool_use_block(tc, 1));
+        cJSON_Delete(calls);
         cJSON_AddStringToObject(m, "stop_reason", api_anthropic_stop_reason(r->finish_reason, r->stop_sequence));
         if (r->stop_sequence) cJSON_AddStringToObject(m, "stop_sequence", r->stop_sequence);
         else cJSON_AddNullToObject(m, "stop_sequence");
@@ -340,11 +486,37 @@ char *api_anthropic_stream_delta(api_stream *s, const char *r, size_t rn, const 
     return out;
 }
 
+char *api_anthropic_stream_tool_calls(api_stream *s, const char *calls_json) {
+    cJSON *calls = calls_json ? cJSON_Parse(calls_json) : NULL;
+    char *out = strdup("");
+    for (const cJSON *tc = calls ? calls->child : NULL; tc && out; tc = tc->next) {
+        out = block_stop(s, out);
+        s->block++;
+        s->n_tool_blocks++;
+        cJSON *j = typed("content_block_start");
+        cJSON_AddNumberToObject(j, "index", s->block);
+        cJSON_AddItemToObject(j, "content_block", tool_use_block(tc, 0));
+        out = append_event(out, "content_block_start", j);
+        const cJSON *args = cJSON_GetObjectItem(tc, "arguments");
+        j = typed("content_block_delta");
+        cJSON *d = typed("input_json_delta");
+        cJSON_AddNumberToObject(j, "index", s->block);
+        cJSON_AddStringToObject(d, "partial_json", cJSON_IsString(args) ? args->valuestring : "{}");
+        cJSON_AddItemToObject(j, "delta", d);
+        out = append_event(out, "content_block_delta", j);
+        j = typed("content_block_stop");
+        cJSON_AddNumberToObject(j, "index", s->block);
+        out = append_event(out, "content_block_stop", j);
+    }
+    cJSON_Delete(calls);
+    return out;
+}
+
 char *api_anthropic_stream_end(api_stream *s, const char *finish_reason, const char *stop_sequence,
                                int64_t completion_tokens) {
     char *out = strdup("");
-    /* the message always has a text block, as the non-stream one does */
-    if (s->block_type != 2) out = block_open(s, out, 2);
+    /* the message always has a text block, as the non-stream one does (unless it made tool calls) */
+    if (s->block_type != 2 && !s->n_tool_blocks) out = block_open(s, out, 2);
     out = block_stop(s, out);
     cJSON *j = typed("message_delta"), *d = cJSON_CreateObject(), *u = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "stop_reason", api_anthropic_stop_reason(finish_reason, stop_sequence));

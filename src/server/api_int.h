@@ -62,6 +62,9 @@ char *api_anthropic_stream_delta(api_stream *s, const char *r, size_t rn, const 
 char *api_anthropic_stream_end(api_stream *s, const char *finish_reason, const char *stop_sequence,
                                int64_t completion_tokens);
 
+char *api_openai_stream_tool_calls(api_stream *s, const char *calls_json);
+char *api_anthropic_stream_tool_calls(api_stream *s, const char *calls_json);
+
 /* A string joined from pieces (concatenation of a+b, etc.). */
 char *api_concat(char *acc, const char *s, size_t n);
 

@@ -151,6 +151,78 @@ static int print_object(api_ctx *c, const cJSON *body, const char *key, int arra
     return (*out = cJSON_PrintUnformatted(j)) ? 0 : api_nomem(c);
 }
 
+/* response_format: {"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema", "strict"}} */
+static int parse_response_format(api_ctx *c, const cJSON *body) {
+    const cJSON *rf = api_opt(body, "response_format");
+    if (!rf) return 0;
+    if (!cJSON_IsObject(rf)) return api_error_set(c->err, 400, "response_format", "response_format: expected an object");
+    const cJSON *t = api_opt(rf, "type");
+    if (!cJSON_IsString(t))
+        return api_error_set(c->err, 400, "response_format.type", "response_format.type: expected a string");
+    if (!strcmp(t->valuestring, "text")) return 0;
+    if (!strcmp(t->valuestring, "json_object")) {
+        c->req->response_format = API_FORMAT_JSON_OBJECT;
+        return 0;
+    }
+    if (strcmp(t->valuestring, "json_schema") != 0)
+        return api_error_set(c->err, 400, "response_format.type",
+                             "response_format.type: expected \"text\", \"json_object\" or \"json_schema\", got \"%.40s\"",
+                             t->valuestring);
+    const cJSON *js = api_opt(rf, "json_schema");
+    if (!cJSON_IsObject(js))
+        return api_error_set(c->err, 400, "response_format.json_schema", "response_format.json_schema: expected an object");
+    const cJSON *schema = api_opt(js, "schema");
+    if (!cJSON_IsObject(schema) && !cJSON_IsTrue(schema))
+        return api_error_set(c->err, 400, "response_format.json_schema.schema",
+                             "response_format.json_schema.schema: expected a JSON schema object");
+    c->req->response_format = API_FORMAT_JSON_SCHEMA;
+    return (c->req->schema_json = cJSON_PrintUnformatted(schema)) ? 0 : api_nomem(c);
+}
+
+/* tool_choice: "auto" | "none" | "required" | {"type": "function", "function": {"name"}} */
+static int parse_tool_choice(api_ctx *c, const cJSON *body) {
+    const cJSON *tc = api_opt(body, "tool_choice");
+    if (!tc) return 0;
+    if (cJSON_IsString(tc)) {
+        const char *v = tc->valuestring;
+        if (!strcmp(v, "auto")) c->req->tool_choice = API_TOOLS_AUTO;
+        else if (!strcmp(v, "none")) c->req->tool_choice = API_TOOLS_NONE;
+        else if (!strcmp(v, "required")) c->req->tool_choice = API_TOOLS_REQUIRED;
+        else
+            return api_error_set(c->err, 400, "tool_choice",
+                                 "tool_choice: expected \"auto\", \"none\", \"required\" or a function, got \"%.40s\"", v);
+        return 0;
+    }
+    const cJSON *fn = cJSON_IsObject(tc) ? api_opt(tc, "function") : NULL;
+    const cJSON *name = cJSON_IsObject(fn) ? api_opt(fn, "name") : NULL;
+    if (!cJSON_IsString(name))
+        return api_error_set(c->err, 400, "tool_choice",
+                             "tool_choice: expected a string or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    c->req->tool_choice = API_TOOLS_NAMED;
+    return (c->req->tool_choice_name = strdup(name->valuestring)) ? 0 : api_nomem(c);
+}
+
+/* chat: logprobs (bool) + top_logprobs (0..20); completions: logprobs (0..20, the legacy count). */
+static int parse_logprobs(api_ctx *c, const cJSON *body) {
+    api_request *r = c->req;
+    int64_t top = 0;
+    int rc;
+    if (r->kind == API_OPENAI_CHAT) {
+        if ((rc = api_get_bool(c, body, "logprobs", &r->logprobs)) ||
+            (rc = api_get_int(c, body, "top_logprobs", 0, OPTIQ_MAX_TOP_LOGPROBS, &top)))
+            return rc;
+        if (top && !r->logprobs)
+            return api_error_set(c->err, 400, "top_logprobs", "top_logprobs: needs \"logprobs\": true");
+    } else {
+        const cJSON *lp = api_opt(body, "logprobs");
+        if (!lp) return 0;
+        if ((rc = api_get_int(c, body, "logprobs", 0, OPTIQ_MAX_TOP_LOGPROBS, &top))) return rc;
+        r->logprobs = 1;
+    }
+    r->top_logprobs = (int)top;
+    return 0;
+}
+
 int api_parse_openai(api_ctx *c, const cJSON *body) {
     api_request *r = c->req;
     optiq_sampling *s = &r->sampling;
@@ -186,8 +258,14 @@ int api_parse_openai(api_ctx *c, const cJSON *body) {
             return snprintf(c->err->param, sizeof c->err->param, "stream_options.include_usage"), rc;
     }
     if ((rc = print_object(c, body, "chat_template_kwargs", 0, &r->chat_template_kwargs_json)) ||
-        (rc = print_object(c, body, "tools", 1, &r->tools_json)))
+        (rc = print_object(c, body, "tools", 1, &r->tools_json)) || (rc = parse_response_format(c, body)) ||
+        (rc = parse_tool_choice(c, body)) || (rc = parse_logprobs(c, body)))
         return rc;
+    if ((r->tool_choice == API_TOOLS_REQUIRED || r->tool_choice == API_TOOLS_NAMED) && !r->tools_json)
+        return api_error_set(c->err, 400, "tool_choice", "tool_choice: a call is required but no tools are given");
+    if (r->tool_choice >= API_TOOLS_REQUIRED && r->response_format != API_FORMAT_TEXT)
+        return api_error_set(c->err, 400, "response_format",
+                             "response_format: cannot be combined with a required tool call (tool_choice)");
     s->temperature = (float)temp;
     s->top_p = (float)top_p;
     s->top_k = top_k < 0 ? 0 : (int)top_k;
@@ -215,6 +293,40 @@ static cJSON *usage_obj(int64_t p, int64_t c) {
     return u;
 }
 
+/* choice.logprobs: chat {"content": [...]}, completions the legacy object, or null. */
+static void add_logprobs(cJSON *choice, const char *json, int chat) {
+    cJSON *j = json ? cJSON_Parse(json) : NULL;
+    if (!j) {
+        cJSON_AddNullToObject(choice, "logprobs");
+        return;
+    }
+    if (chat) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "content", j);
+        cJSON_AddNullToObject(o, "refusal");
+        j = o;
+    }
+    cJSON_AddItemToObject(choice, "logprobs", j);
+}
+
+/* [{"id","name","arguments"}] -> OpenAI's tool_calls; stream deltas carry "index" (from index). */
+static cJSON *openai_calls(const cJSON *calls, int with_index, int index) {
+    cJSON *out = cJSON_CreateArray();
+    for (const cJSON *c = calls ? calls->child : NULL; c; c = c->next, index++) {
+        const cJSON *id = cJSON_GetObjectItem(c, "id"), *nm = cJSON_GetObjectItem(c, "name"),
+                    *args = cJSON_GetObjectItem(c, "arguments");
+        cJSON *tc = cJSON_CreateObject(), *fn = cJSON_CreateObject();
+        if (with_index) cJSON_AddNumberToObject(tc, "index", index);
+        cJSON_AddStringToObject(tc, "id", cJSON_IsString(id) ? id->valuestring : "");
+        cJSON_AddStringToObject(tc, "type", "function");
+        cJSON_AddStringToObject(fn, "name", cJSON_IsString(nm) ? nm->valuestring : "");
+        cJSON_AddStringToObject(fn, "arguments", cJSON_IsString(args) ? args->valuestring : "{}");
+        cJSON_AddItemToObject(tc, "function", fn);
+        cJSON_AddItemToArray(out, tc);
+    }
+    return out;
+}
+
 /* {"id","object","created","model","choices":[choice]} */
 static cJSON *envelope(const api_result *r, const char *object, cJSON *choice) {
     cJSON *root = cJSON_CreateObject(), *choices = cJSON_CreateArray();
@@ -233,9 +345,13 @@ char *api_openai_chat_response(const api_result *r) {
     cJSON_AddNumberToObject(choice, "index", 0);
     cJSON_AddItemToObject(choice, "message", msg);
     cJSON_AddStringToObject(msg, "role", "assistant");
-    cJSON_AddStringToObject(msg, "content", r->text ? r->text : "");
+    cJSON *calls = r->tool_calls_json ? cJSON_Parse(r->tool_calls_json) : NULL;
+    if (cJSON_GetArraySize(calls) > 0 && !(r->text && *r->text)) cJSON_AddNullToObject(msg, "content");
+    else cJSON_AddStringToObject(msg, "content", r->text ? r->text : "");
     if (r->reasoning) cJSON_AddStringToObject(msg, "reasoning_content", r->reasoning);
-    cJSON_AddNullToObject(choice, "logprobs");
+    if (cJSON_GetArraySize(calls) > 0) cJSON_AddItemToObject(msg, "tool_calls", openai_calls(calls, 0, 0));
+    cJSON_Delete(calls);
+    add_logprobs(choice, r->logprobs_json, 1);
     cJSON_AddStringToObject(choice, "finish_reason", openai_finish(r->finish_reason));
     cJSON *root = envelope(r, "chat.completion", choice);
     cJSON_AddItemToObject(root, "usage", usage_obj(r->prompt_tokens, r->completion_tokens));
@@ -246,7 +362,7 @@ char *api_openai_completion_response(const api_result *r) {
     cJSON *choice = cJSON_CreateObject();
     cJSON_AddStringToObject(choice, "text", r->text ? r->text : "");
     cJSON_AddNumberToObject(choice, "index", 0);
-    cJSON_AddNullToObject(choice, "logprobs");
+    add_logprobs(choice, r->logprobs_json, 0);
     cJSON_AddStringToObject(choice, "finish_reason", openai_finish(r->finish_reason));
     cJSON *root = envelope(r, "text_completion", choice);
     cJSON_AddItemToObject(root, "usage", usage_obj(r->prompt_tokens, r->completion_tokens));
@@ -276,7 +392,9 @@ static char *chunk(api_stream *s, cJSON *delta, cJSON *text, const char *finish)
         cJSON_AddItemToObject(choice, "text", text ? text : cJSON_CreateString(""));
         cJSON_AddNumberToObject(choice, "index", 0);
     }
-    cJSON_AddNullToObject(choice, "logprobs");
+    add_logprobs(choice, s->logprobs_json, chat); /* the tokens since the last chunk */
+    free(s->logprobs_json);
+    s->logprobs_json = NULL;
     if (finish) cJSON_AddStringToObject(choice, "finish_reason", finish);
     else cJSON_AddNullToObject(choice, "finish_reason");
     cJSON *root = envelope(&s->meta, chat ? "chat.completion.chunk" : "text_completion", choice);
@@ -314,6 +432,23 @@ char *api_openai_stream_delta(api_stream *s, const char *r, size_t rn, const cha
         out = c ? api_concat(out, c, strlen(c)) : (free(out), NULL);
         free(c);
     }
+    return out;
+}
+
+char *api_openai_stream_tool_calls(api_stream *s, const char *calls_json) {
+    cJSON *calls = calls_json ? cJSON_Parse(calls_json) : NULL;
+    char *out = strdup("");
+    int i = 0;
+    for (const cJSON *c = calls ? calls->child : NULL; c && out; c = c->next, i++) {
+        cJSON *one = cJSON_CreateArray(), *d = cJSON_CreateObject();
+        cJSON_AddItemToArray(one, cJSON_Duplicate(c, 1));
+        cJSON_AddItemToObject(d, "tool_calls", openai_calls(one, 1, s->n_tool_blocks++));
+        cJSON_Delete(one);
+        char *ch = chunk(s, d, NULL, NULL);
+        out = ch ? api_concat(out, ch, strlen(ch)) : (free(out), NULL);
+        free(ch);
+    }
+    cJSON_Delete(calls);
     return out;
 }
 

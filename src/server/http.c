@@ -90,6 +90,7 @@ struct http_stream {
     http_server *srv;
     http_stream *prev, *next;    // in srv->streams while the MHD response lives
     int listed;
+    char note[128];              // http_stream_note text, added to the request's log line
 };
 
 enum { RESP_NONE, RESP_FULL, RESP_STREAM };
@@ -228,6 +229,19 @@ optiq_status http_stream_write(http_stream *s, const void *data, size_t len) {
     optiq_status st = (s->cancelled || s->closed) ? OPTIQ_ERR_IO : OPTIQ_OK;
     pthread_mutex_unlock(&s->mu);
     return st;
+}
+
+void http_stream_note(http_stream *s, const char *fmt, ...) {
+    pthread_mutex_lock(&s->mu);
+    size_t used = strlen(s->note);
+    if (used + 2 < sizeof s->note) {
+        if (used) s->note[used++] = ' ';
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->note + used, sizeof s->note - used, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 int http_stream_cancelled(http_stream *s) {
@@ -545,6 +559,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         pthread_mutex_lock(&s->mu);
         r->sent_bytes = s->bytes_sent;
         if (!ok) { s->cancelled = 1; pthread_cond_broadcast(&s->cv); }
+        if (s->note[0]) http_request_note(r, "%s", s->note);
         pthread_mutex_unlock(&s->mu);
         stream_unref(s);
         r->stream = NULL;

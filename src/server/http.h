@@ -137,6 +137,10 @@ http_stream *http_respond_stream(http_request *r, int status);
 optiq_status http_stream_write(http_stream *s, const void *data, size_t len);
 /* Nonzero once writes can no longer reach the client. */
 int http_stream_cancelled(http_stream *s);
+/* Text for the request's log line from the producer (the handler has returned
+ * by then); it appears when noted before the stream ends, e.g. just before
+ * http_stream_close. Later calls append. */
+void http_stream_note(http_stream *s, const char *fmt, ...) OPTIQ_PRINTF(2, 3);
 /* End of the stream: queued bytes are still sent; s is invalid afterwards. */
 void http_stream_close(http_stream *s);
 

@@ -12,10 +12,17 @@
  * answered when generation ends. Stream jobs answer as soon as generation
  * has produced its first token (or ended): until then an error (context,
  * image decoding) can still become a proper error response; afterwards the
- * worker writes SSE events through the http stream and aborts generation
- * when the client has gone away. Non-stream jobs poll the client's socket
- * (http_request_cancelled) before they start and after every token, so a
- * client that leaves does not hold the worker.
+ * handler returns (the events reach the client only then) and the worker
+ * owns the job: it writes SSE events through the http stream, aborts
+ * generation when the client has gone away, and frees the job at the end.
+ * Requests with response_format or a required tool call carry a grammar
+ * whose mask the worker applies before every sample (server/tools.h,
+ * text/grammar.h, over the token trie built at start); replies of requests
+ * with tools are parsed into tool calls, streams holding back text that may
+ * start one. Non-stream jobs poll the client's socket (http_request_cancelled) before
+ * they start and after every token, so a client that leaves does not hold
+ * the worker. Besides the API routes: GET /info (the model and the server's
+ * settings) and the Lab's static files (server/lab.h).
  */
 #include "server/server.h"
 
@@ -32,6 +39,9 @@
 #include "server/api.h"
 #include "server/fetch.h"
 #include "server/http.h"
+#include "server/tools.h"
+#include "server/lab.h"
+#include "base/cpu.h"
 #include "text/reasoning.h"
 
 typedef struct job job;
@@ -54,8 +64,13 @@ typedef struct server {
         size_t active;
     } m;
     char model_name[256];
+    char *folder_json;         /* optiq_model_info_json of the folder without "path", or NULL */
+    int port;                  /* the bound port, once listening (guarded by mu) */
+    long token_delay_us;       /* OPTIQ_SERVE_TOKEN_DELAY_MS (a testing aid), in microseconds */
     int vision;
     reasoning_tags think_tags; /* the vocabulary's thinking markers */
+    grammar_vocab *gvocab;     /* token trie for response_format / forced tool calls (worker thread) */
+    tool_syntax tool_syn;      /* the family's tool-call syntax */
     int64_t started;
     pthread_mutex_t mu;
     pthread_mutex_t prep_mu; /* one template render at a time (see prepare_prompt) */
@@ -92,6 +107,15 @@ struct job {
     reasoning_split think;
     int write_failed;
     size_t seen_tokens;
+    /* structured output, tools and log-probabilities (server/tools.h, text/grammar.h) */
+    grammar *gram;           /* constrains the reply (response_format, a required tool call), or NULL */
+    grammar_state gst;
+    int tools_on;            /* tool calls are parsed out of the reply */
+    char *abuf;              /* stream with tools: the content so far; abuf[0 .. asent) was sent */
+    size_t alen, asent;
+    cJSON *lp_pending;       /* stream with logprobs: entries of tokens not sent yet */
+    api_request req_own;     /* the parsed request (req points here) */
+    int detached;            /* a stream whose handler returned: the worker frees the job */
     job *next;
 };
 
@@ -159,6 +183,126 @@ static void free_images(job *j, size_t n) {
         if (!j->images[i].source) free((void *)j->images[i].data);
     free(j->images);
     j->images = NULL;
+}
+
+/* Free a job and what it owns: the handler's last act on it, or, for a
+ * stream whose handler has returned (detached), the worker's in job_finish. */
+static void job_release(job *j) {
+    optiq_generation_free(&j->gen);
+    grammar_free(j->gram);
+    optiq_free(j->ids);
+    free_images(j, j->req_own.n_images);
+    api_request_free(&j->req_own);
+    free(j);
+}
+
+/* ---- structured output, tools, log-probabilities ------------------------- */
+
+/* The grammar of a constrained reply (response_format json_object /
+ * json_schema, tool_choice required / named) and whether tool calls are
+ * parsed; 0 or an HTTP status with the message in msg. */
+static int prepare_structured(server *sv, const api_request *req, job *j, char *msg, size_t msg_size) {
+    j->tools_on = req->kind != API_OPENAI_COMPLETION && req->tools_json && req->tool_choice != API_TOOLS_NONE;
+    int forced = req->tool_choice >= API_TOOLS_REQUIRED;
+    if (req->response_format == API_FORMAT_TEXT && !forced) return 0;
+    if (!sv->gvocab) {
+        snprintf(msg, msg_size, "out of memory (token trie)");
+        return 500;
+    }
+    optiq_error err = {0};
+    optiq_status st;
+    if (!(j->gram = grammar_new())) {
+        snprintf(msg, msg_size, "out of memory");
+        return 500;
+    }
+    if (forced) {
+        cJSON *tools = cJSON_Parse(req->tools_json);
+        st = tools_grammar(sv->tool_syn, tools, req->tool_choice == API_TOOLS_NAMED ? req->tool_choice_name : NULL,
+                           j->gram, &err);
+        cJSON_Delete(tools);
+    } else {
+        cJSON *schema = req->schema_json ? cJSON_Parse(req->schema_json) : NULL;
+        st = grammar_add_schema(j->gram, schema, GRAMMAR_JSON, &err);
+        cJSON_Delete(schema);
+    }
+    if (st != OPTIQ_OK) {
+        snprintf(msg, msg_size, "%s: %.400s", forced ? "tool_choice" : "response_format", err.message);
+        return st == OPTIQ_ERR_NOMEM ? 500 : 400;
+    }
+    grammar_start(j->gram, &j->gst);
+    return 0;
+}
+
+static int job_process_logits(void *user, float *logits, int64_t vocab) {
+    job *j = user;
+    (void)vocab;
+    return grammar_mask_logits(j->gram, &j->gst, j->srv->gvocab, logits) > 0 ? 0 : 1;
+}
+
+static int is_eos_id(const server *sv, int32_t id) {
+    const int32_t *e;
+    size_t n = optiq_engine_eos_ids(sv->engine, &e);
+    for (size_t i = 0; i < n; i++)
+        if (e[i] == id) return 1;
+    return 0;
+}
+
+/* Every sampled token: the grammar follows it; a stream with logprobs queues its entry. */
+static void job_on_sampled(void *user, int32_t id, const optiq_token_logprobs *lp) {
+    job *j = user;
+    server *sv = j->srv;
+    if (j->gram && !is_eos_id(sv, id)) grammar_accept(j->gram, &j->gst, sv->gvocab, id);
+    if (!lp || !j->req->stream || is_eos_id(sv, id)) return;
+    if (!j->lp_pending) j->lp_pending = cJSON_CreateArray();
+    char *e = j->req->kind == API_OPENAI_COMPLETION
+                  ? tools_logprobs_completion(optiq_engine_tokenizer(sv->engine), &id, 1, &lp->logprob, lp->top_ids,
+                                              lp->top_logprobs, lp->n_top, 0)
+                  : tools_logprobs_chat(optiq_engine_tokenizer(sv->engine), sv->gvocab, &id, 1, &lp->logprob,
+                                        lp->top_ids, lp->top_logprobs, lp->n_top);
+    cJSON *parsed = e ? cJSON_Parse(e) : NULL;
+    free(e);
+    if (!parsed || !j->lp_pending) {
+        cJSON_Delete(parsed);
+        return;
+    }
+    if (cJSON_IsArray(parsed)) { /* chat: one entry */
+        cJSON_AddItemToArray(j->lp_pending, cJSON_DetachItemFromArray(parsed, 0));
+        cJSON_Delete(parsed);
+    } else {
+        cJSON_AddItemToArray(j->lp_pending, parsed);
+    }
+}
+
+/* Queued logprob entries for the next chunk: chat's "content" list, or the
+ * legacy object of the completions endpoint (its fields concatenated). The
+ * entries stay queued until a chunk has carried them (logprobs_sent). */
+static void attach_logprobs(job *j) {
+    if (!j->lp_pending || !j->lp_pending->child) return;
+    cJSON *out;
+    if (j->req->kind == API_OPENAI_COMPLETION) {
+        out = cJSON_CreateObject();
+        static const char *const keys[] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+        for (int k = 0; k < 4 && out; k++) {
+            cJSON *a = cJSON_AddArrayToObject(out, keys[k]);
+            for (cJSON *e = j->lp_pending->child; e && a; e = e->next) {
+                cJSON *v = cJSON_GetObjectItem(e, keys[k]);
+                if (v && v->child) cJSON_AddItemToArray(a, cJSON_Duplicate(v->child, 1));
+            }
+        }
+    } else {
+        out = cJSON_Duplicate(j->lp_pending, 1);
+    }
+    free(j->sse.logprobs_json);
+    j->sse.logprobs_json = out ? cJSON_PrintUnformatted(out) : NULL;
+    cJSON_Delete(out);
+}
+
+/* After a send: a chunk took the queued entries (it cleared sse.logprobs_json). */
+static void logprobs_sent(job *j) {
+    if (j->lp_pending && !j->sse.logprobs_json) {
+        cJSON_Delete(j->lp_pending);
+        j->lp_pending = NULL;
+    }
 }
 
 /* Fill j->ids (and j->images); 0 or an HTTP status with the message in msg. */
@@ -244,10 +388,13 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
             }
             cJSON_Delete(kw);
         }
-        if (req->tools_json) {
+        if (req->tools_json && req->tool_choice != API_TOOLS_NONE) { /* "none": the tools are not offered */
             cJSON *tools = cJSON_Parse(req->tools_json);
             if (tools) cJSON_AddItemToObject(o, "tools", tools);
         }
+        /* a constrained reply starts at once: no thinking block before it */
+        if (req->response_format != API_FORMAT_TEXT || req->tool_choice >= API_TOOLS_REQUIRED)
+            cJSON_ReplaceItemInObjectCaseSensitive(o, "enable_thinking", cJSON_CreateFalse());
         char *opts = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (!opts) {
@@ -260,8 +407,11 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
          * values of the parsed template between renders without atomics, so two
          * concurrent renders of the same template race (seen under ASan). */
         pthread_mutex_lock(&sv->prep_mu);
-        optiq_status st = optiq_chat_template_render(t, req->messages_json, strlen(req->messages_json), opts,
-                                                     &prompt, &plen, &err);
+        /* Gemma-4 reads tool results from the calling message's tool_responses */
+        char *folded = sv->tool_syn == TOOLS_GEMMA ? tools_fold_results_gemma(req->messages_json) : NULL;
+        const char *msgs = folded ? folded : req->messages_json;
+        optiq_status st = optiq_chat_template_render(t, msgs, strlen(msgs), opts, &prompt, &plen, &err);
+        free(folded);
         pthread_mutex_unlock(&sv->prep_mu);
         free(opts);
         if (st == OPTIQ_OK) st = optiq_tokenizer_encode(tok, prompt, plen, 0, &j->ids, &j->n_ids, &err);
@@ -276,6 +426,8 @@ static int prepare_prompt(server *sv, const api_request *req, job *j, char *msg,
         return 400;
     }
     j->in_reasoning = reasoning_ids_open(&sv->think_tags, j->ids, j->n_ids);
+    int rc = prepare_structured(sv, req, j, msg, msg_size);
+    if (rc) return rc;
     int64_t ctx = optiq_engine_context(sv->engine);
     if ((int64_t)j->n_ids >= ctx) {
         snprintf(msg, msg_size,
@@ -356,13 +508,65 @@ static void stream_handshake(job *j, int64_t prompt_tokens) {
 }
 
 static int stream_think_out(job *j) {
-    return stream_send(j, api_stream_delta(&j->sse, j->think.reasoning, j->think.reasoning_len, j->think.content,
-                                           j->think.content_len));
+    attach_logprobs(j);
+    if (!j->tools_on) {
+        int rc = stream_send(j, api_stream_delta(&j->sse, j->think.reasoning, j->think.reasoning_len,
+                                                 j->think.content, j->think.content_len));
+        logprobs_sent(j);
+        return rc;
+    }
+    /* content that may start a tool call is held back until the reply ends */
+    if (j->think.content_len) {
+        char *b = realloc(j->abuf, j->alen + j->think.content_len + 1);
+        if (!b) return -1;
+        memcpy(b + j->alen, j->think.content, j->think.content_len);
+        j->alen += j->think.content_len;
+        b[j->alen] = 0;
+        j->abuf = b;
+    }
+    size_t safe = tools_safe_prefix(j->srv->tool_syn, j->abuf ? j->abuf : "", j->alen);
+    if (safe < j->asent) safe = j->asent;
+    int rc = stream_send(j, api_stream_delta(&j->sse, j->think.reasoning, j->think.reasoning_len,
+                                             j->abuf ? j->abuf + j->asent : "", safe - j->asent));
+    logprobs_sent(j);
+    j->asent = safe;
+    return rc;
+}
+
+/* The tool calls of a finished reply: printed [{"id","name","arguments"}]
+ * (NULL when none) and the content outside them (*content, caller frees). */
+static char *reply_tool_calls(server *sv, job *j, const char *answer, char **content) {
+    *content = NULL;
+    if (!j->tools_on || !answer) return NULL;
+    cJSON *tools = cJSON_Parse(j->req->tools_json);
+    tool_parse tp;
+    char *out = NULL;
+    if (tools_parse(sv->tool_syn, answer, strlen(answer), tools, j->id, &tp) == 0 && tp.n_calls) {
+        cJSON *arr = cJSON_CreateArray();
+        for (size_t i = 0; arr && i < tp.n_calls; i++) {
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddStringToObject(c, "id", tp.calls[i].id);
+            cJSON_AddStringToObject(c, "name", tp.calls[i].name);
+            cJSON_AddStringToObject(c, "arguments", tp.calls[i].arguments);
+            cJSON_AddItemToArray(arr, c);
+        }
+        out = cJSON_PrintUnformatted(arr);
+        cJSON_Delete(arr);
+        *content = tp.content;
+        tp.content = NULL;
+    }
+    tools_parse_free(&tp);
+    cJSON_Delete(tools);
+    return out;
 }
 
 static int on_token(void *user, int32_t id, const char *text, size_t len) {
     job *j = user;
     if (id >= 0) j->seen_tokens++;
+    if (id >= 0 && j->srv->token_delay_us) {
+        struct timespec ts = {j->srv->token_delay_us / 1000000, (j->srv->token_delay_us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+    }
     if (!j->req->stream) return http_request_cancelled(j->hreq);
     if (j->phase == PHASE_QUEUED)
         stream_handshake(j, optiq_session_position(j->srv->sessions[j->slot]) - (int64_t)j->seen_tokens);
@@ -377,7 +581,8 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
 /* Polled between prefill calls: a client that left (or a stopping server) ends its job early. */
 static int job_stop(void *user) {
     job *j = user;
-    return http_request_cancelled(j->hreq);
+    /* a detached stream's request is gone; its stream tells whether the client is */
+    return j->hreq ? http_request_cancelled(j->hreq) : http_stream_cancelled(j->stream);
 }
 
 /* The end of a job (on the worker thread): the stream finished, the
@@ -393,14 +598,34 @@ static void job_finish(server *sv, job *j, optiq_status st, const char *message)
                 if (reasoning_split_finish(&j->think) == 0) stream_think_out(j);
                 j->sse.meta.prompt_tokens = j->gen.prompt_tokens;
                 const char *fr = st == OPTIQ_OK ? j->gen.finish_reason : "abort";
+                if (j->tools_on && !j->write_failed) { /* the held-back content, then the calls */
+                    char *content = NULL, *calls = st == OPTIQ_OK ? reply_tool_calls(sv, j, j->abuf, &content) : NULL;
+                    const char *c = calls ? content : j->abuf ? j->abuf : "";
+                    size_t cl = strlen(c);
+                    if (cl > j->asent) stream_send(j, api_stream_delta(&j->sse, NULL, 0, c + j->asent, cl - j->asent));
+                    if (calls) {
+                        stream_send(j, api_stream_tool_calls(&j->sse, calls));
+                        if (!strcmp(fr, "stop")) fr = "tool_calls";
+                    }
+                    free(calls), free(content);
+                }
                 stream_send(j, api_stream_end(&j->sse, fr, st == OPTIQ_OK ? find_stop(sv, j->req, &j->gen) : NULL,
                                               (int64_t)(st == OPTIQ_OK ? j->gen.n_tokens : j->seen_tokens)));
+            }
+            if (j->stream && j->detached) { /* the handler has returned: the log note goes with the stream */
+                if (st == OPTIQ_OK)
+                    http_stream_note(j->stream, "prompt=%lld completion=%zu cached=%lld", (long long)j->gen.prompt_tokens,
+                                     j->gen.n_tokens, (long long)j->gen.cached_tokens);
+                else
+                    http_stream_note(j->stream, "error=%s", optiq_status_name(st));
             }
             if (j->stream) http_stream_close(j->stream);
             j->stream = NULL;
         }
     }
     reasoning_split_free(&j->think);
+    free(j->abuf), j->abuf = NULL;
+    cJSON_Delete(j->lp_pending), j->lp_pending = NULL;
     sv->slot_job[j->slot] = NULL;
     pthread_mutex_lock(&sv->mu);
     if (st == OPTIQ_OK) {
@@ -413,8 +638,10 @@ static void job_finish(server *sv, job *j, optiq_status st, const char *message)
         sv->m.failed++;
     }
     j->phase = PHASE_DONE;
+    int detached = j->detached;
     pthread_cond_broadcast(&sv->done_cv);
     pthread_mutex_unlock(&sv->mu);
+    if (detached) job_release(j); /* no one else holds it (the batch is done with it too) */
 }
 
 static void job_done(void *user, optiq_status st, const char *message) {
@@ -437,6 +664,10 @@ static void job_start(server *sv, job *j, size_t slot) {
     p->should_stop = job_stop;
     p->on_done = job_done;
     p->user = j;
+    if (j->gram) p->process_logits = job_process_logits;
+    p->on_sampled = job_on_sampled;
+    p->logprobs = j->req->logprobs;
+    p->top_logprobs = j->req->top_logprobs;
     j->slot = slot;
     sv->slot_job[slot] = j;
     reasoning_split_init(&j->think, &sv->think_tags, j->in_reasoning);
@@ -489,6 +720,17 @@ static void answer_full(server *sv, http_request *r, job *j) {
     /* the engine split the reasoning off the text (text/reasoning.h) */
     const char *content = j->gen.answer ? j->gen.answer : j->gen.text;
     const char *reasoning = j->gen.reasoning && *j->gen.reasoning ? j->gen.reasoning : NULL;
+    char *tool_content = NULL, *calls = reply_tool_calls(sv, j, content, &tool_content);
+    if (calls) content = tool_content;
+    char *lp = NULL;
+    if (j->gen.logprobs) {
+        const optiq_tokenizer *tok = optiq_engine_tokenizer(sv->engine);
+        lp = req->kind == API_OPENAI_COMPLETION
+                 ? tools_logprobs_completion(tok, j->gen.tokens, j->gen.n_tokens, j->gen.logprobs, j->gen.top_ids,
+                                             j->gen.top_logprobs, j->gen.n_top, 0)
+                 : tools_logprobs_chat(tok, sv->gvocab, j->gen.tokens, j->gen.n_tokens, j->gen.logprobs,
+                                       j->gen.top_ids, j->gen.top_logprobs, j->gen.n_top);
+    }
     api_result res = {
         .id = j->id,
         .created = j->created,
@@ -499,11 +741,15 @@ static void answer_full(server *sv, http_request *r, job *j) {
         .stop_sequence = find_stop(sv, req, &j->gen),
         .prompt_tokens = j->gen.prompt_tokens,
         .completion_tokens = (int64_t)j->gen.n_tokens,
+        .tool_calls_json = calls,
+        .logprobs_json = lp,
     };
+    if (calls && !strcmp(res.finish_reason ? res.finish_reason : "stop", "stop")) res.finish_reason = "tool_calls";
     char *body = NULL;
     if (req->kind == API_OPENAI_CHAT) body = api_openai_chat_response(&res);
     else if (req->kind == API_OPENAI_COMPLETION) body = api_openai_completion_response(&res);
     else body = api_anthropic_message_response(&res);
+    free(calls), free(tool_content), free(lp);
     respond_json(r, body);
 }
 
@@ -511,31 +757,36 @@ static void handle_model(server *sv, http_request *r, api_kind kind) {
     int anthropic = api_kind_is_anthropic(kind);
     size_t len;
     const char *body = http_request_body(r, &len);
-    api_request req;
     api_error aerr;
-    if (api_parse_request(kind, body, len, NULL, &req, &aerr) != 0) {
-        respond_parse_error(r, anthropic, &aerr);
+    /* on the heap: a stream job outlives this handler (see job_release) */
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        http_respond_error(r, 500, "server_error", "out of memory");
         return;
     }
-    job j;
-    memset(&j, 0, sizeof j);
-    j.srv = sv;
-    j.hreq = r;
-    j.req = &req;
+    api_request *req = &j->req_own;
+    if (api_parse_request(kind, body, len, NULL, req, &aerr) != 0) {
+        respond_parse_error(r, anthropic, &aerr);
+        free(j);
+        return;
+    }
+    j->srv = sv;
+    j->hreq = r;
+    j->req = req;
     char msg[512];
-    int status = prepare_prompt(sv, &req, &j, msg, sizeof msg);
+    int status = prepare_prompt(sv, req, j, msg, sizeof msg);
     if (status) {
         respond_api_error(r, anthropic, status, "%s", msg);
         goto done;
     }
     if (kind == API_ANTHROPIC_COUNT_TOKENS) {
         int64_t n = 0;
-        status = count_prompt_tokens(sv, &req, &j, &n, msg, sizeof msg);
+        status = count_prompt_tokens(sv, req, j, &n, msg, sizeof msg);
         if (status) respond_api_error(r, anthropic, status, "%s", msg);
         else respond_json(r, api_anthropic_count_tokens_response(n));
         goto done;
     }
-    j.created = (int64_t)time(NULL);
+    j->created = (int64_t)time(NULL);
     pthread_mutex_lock(&sv->mu);
     if (sv->queued >= sv->max_queue) {
         sv->m.rejected++;
@@ -547,46 +798,54 @@ static void handle_model(server *sv, http_request *r, api_kind kind) {
     }
     sv->queued++;
     unsigned long n = ++sv->counter;
-    snprintf(j.id, sizeof j.id, "%s%lu",
+    snprintf(j->id, sizeof j->id, "%s%lu",
              kind == API_OPENAI_CHAT ? "chatcmpl-" : kind == API_OPENAI_COMPLETION ? "cmpl-" : "msg_", n);
-    if (sv->tail) sv->tail->next = &j;
-    else sv->head = &j;
-    sv->tail = &j;
+    if (sv->tail) sv->tail->next = j;
+    else sv->head = j;
+    sv->tail = j;
     pthread_cond_signal(&sv->work_cv);
-    while (j.phase == PHASE_QUEUED) pthread_cond_wait(&sv->done_cv, &sv->mu);
-    if (j.phase == PHASE_STARTED) {
-        /* stream: answer now; the worker writes the events */
-        http_stream *stream = j.stream = http_respond_stream(r, 200);
-        j.stream_set = 1;
+    while (j->phase == PHASE_QUEUED) pthread_cond_wait(&sv->done_cv, &sv->mu);
+    if (j->phase == PHASE_STARTED) {
+        /* stream: answer now; the worker writes the events. They reach the
+         * client only once this handler returns (http.h), so it returns now
+         * and the worker finishes and frees the job (job_finish); its log
+         * note goes through the stream (http_stream_note). */
+        http_stream *stream = j->stream = http_respond_stream(r, 200);
+        j->stream_set = 1;
+        if (stream) {
+            j->detached = 1;
+            j->hreq = NULL;
+            pthread_cond_broadcast(&sv->done_cv);
+            pthread_mutex_unlock(&sv->mu);
+            return;
+        }
         pthread_cond_broadcast(&sv->done_cv);
-        while (j.phase != PHASE_DONE) pthread_cond_wait(&sv->done_cv, &sv->mu);
+        while (j->phase != PHASE_DONE) pthread_cond_wait(&sv->done_cv, &sv->mu);
         pthread_mutex_unlock(&sv->mu);
-        if (!stream) http_respond_error(r, 500, "server_error", "out of memory");
+        http_respond_error(r, 500, "server_error", "out of memory");
     } else {
         pthread_mutex_unlock(&sv->mu);
-        if (j.status != OPTIQ_OK) {
-            int st = j.status == OPTIQ_ERR_NOMEM ? 500 : j.status == OPTIQ_ERR_IO ? 503 : 400;
-            respond_api_error(r, anthropic, st, "%s", j.message);
+        if (j->status != OPTIQ_OK) {
+            int st = j->status == OPTIQ_ERR_NOMEM ? 500 : j->status == OPTIQ_ERR_IO ? 503 : 400;
+            respond_api_error(r, anthropic, st, "%s", j->message);
         } else {
-            answer_full(sv, r, &j);
+            answer_full(sv, r, j);
         }
     }
-    if (j.status == OPTIQ_OK)
-        http_request_note(r, "prompt=%lld completion=%zu", (long long)j.gen.prompt_tokens, j.gen.n_tokens);
+    if (j->status == OPTIQ_OK)
+        http_request_note(r, "prompt=%lld completion=%zu cached=%lld", (long long)j->gen.prompt_tokens,
+                          j->gen.n_tokens, (long long)j->gen.cached_tokens);
     else
-        http_request_note(r, "error=%s", optiq_status_name(j.status));
+        http_request_note(r, "error=%s", optiq_status_name(j->status));
 done:
-    optiq_generation_free(&j.gen);
-    optiq_free(j.ids);
-    free_images(&j, req.n_images);
-    api_request_free(&req);
+    job_release(j);
 }
 
 /* ---- metrics ---------------------------------------------------------------- */
 
 /* Prometheus text format (version 0.0.4). */
 static void respond_metrics(server *sv, http_request *r) {
-    char buf[4096];
+    char buf[8192];
     pthread_mutex_lock(&sv->mu);
     int n = snprintf(buf, sizeof buf,
         "# HELP optiq_requests_total Generation requests by outcome.\n"
@@ -626,7 +885,110 @@ static void respond_metrics(server *sv, http_request *r) {
         sv->m.ttft_sum, (unsigned long long)sv->m.ttft_count, sv->queued, sv->m.active, sv->parallel,
         (unsigned long long)sv->m.steps, (unsigned long long)sv->m.step_rows);
     pthread_mutex_unlock(&sv->mu);
+    optiq_cache_stats cs;
+    optiq_engine_cache_stats(sv->engine, &cs);
+    if (n > 0 && n < (int)sizeof buf)
+        n += snprintf(buf + n, sizeof buf - (size_t)n,
+        "# HELP optiq_prefix_cache_lookups_total Requests that looked for a cached prefix, by outcome.\n"
+        "# TYPE optiq_prefix_cache_lookups_total counter\n"
+        "optiq_prefix_cache_lookups_total{outcome=\"hit\"} %llu\n"
+        "optiq_prefix_cache_lookups_total{outcome=\"miss\"} %llu\n"
+        "# HELP optiq_prefix_cache_tokens_reused_total Prompt tokens restored from the prefix cache instead of computed.\n"
+        "# TYPE optiq_prefix_cache_tokens_reused_total counter\n"
+        "optiq_prefix_cache_tokens_reused_total %llu\n"
+        "# TYPE optiq_prefix_cache_evictions_total counter\n"
+        "optiq_prefix_cache_evictions_total %llu\n"
+        "# HELP optiq_prefix_cache_bytes Bytes the prefix cache holds (optiq_prefix_cache_max_bytes: at most).\n"
+        "# TYPE optiq_prefix_cache_bytes gauge\n"
+        "optiq_prefix_cache_bytes %llu\n"
+        "# TYPE optiq_prefix_cache_max_bytes gauge\n"
+        "optiq_prefix_cache_max_bytes %llu\n"
+        "# TYPE optiq_prefix_cache_entries gauge\n"
+        "optiq_prefix_cache_entries %llu\n"
+        "# HELP optiq_vision_cache_lookups_total Images looked up in the vision-feature cache, by outcome.\n"
+        "# TYPE optiq_vision_cache_lookups_total counter\n"
+        "optiq_vision_cache_lookups_total{outcome=\"hit\"} %llu\n"
+        "optiq_vision_cache_lookups_total{outcome=\"miss\"} %llu\n"
+        "# HELP optiq_vision_images_encoded_total Images that went through the vision tower.\n"
+        "# TYPE optiq_vision_images_encoded_total counter\n"
+        "optiq_vision_images_encoded_total %llu\n"
+        "# TYPE optiq_vision_cache_bytes gauge\n"
+        "optiq_vision_cache_bytes %llu\n",
+        (unsigned long long)cs.prefix_hits, (unsigned long long)cs.prefix_misses,
+        (unsigned long long)cs.prefix_tokens_reused, (unsigned long long)cs.prefix_evictions,
+        (unsigned long long)cs.prefix_bytes, (unsigned long long)cs.prefix_max_bytes,
+        (unsigned long long)cs.prefix_entries, (unsigned long long)cs.vision_hits, (unsigned long long)cs.vision_misses,
+        (unsigned long long)cs.vision_encoded, (unsigned long long)cs.vision_bytes);
     http_respond(r, 200, "text/plain; version=0.0.4", buf, (size_t)(n < (int)sizeof buf ? n : (int)sizeof buf - 1));
+}
+
+/* ---- info ------------------------------------------------------------------ */
+
+/* The folder's description (optiq inspect --json) without its "path": a
+ * client learns the model, not where the server keeps it. NULL when the
+ * folder cannot be described (the engine loaded it, so only out of memory). */
+static char *folder_json(const char *dir) {
+    optiq_model_info *mi = NULL;
+    if (optiq_model_info_open(dir, &mi, NULL) != OPTIQ_OK) return NULL;
+    char *text = optiq_model_info_json(mi);
+    optiq_model_info_free(mi);
+    cJSON *doc = text ? cJSON_Parse(text) : NULL;
+    optiq_free(text);
+    if (!doc) return NULL;
+    cJSON_DeleteItemFromObjectCaseSensitive(doc, "path");
+    char *out = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    return out; /* cJSON's allocator is malloc here */
+}
+
+/* GET /info: the model (architecture, quantization, vision) and the
+ * server's settings and queue state, as one JSON object (docs/server-api.md). */
+static char *info_json(server *sv) {
+    const server_config *c = sv->cfg;
+    cJSON *o = cJSON_CreateObject(), *m = cJSON_AddObjectToObject(o, "model"),
+          *s = cJSON_AddObjectToObject(o, "server");
+    if (!m || !s) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddStringToObject(o, "object", "optiq.info");
+    cJSON_AddStringToObject(m, "id", sv->model_name);
+    cJSON_AddStringToObject(m, "model_type", optiq_engine_model_type(sv->engine));
+    cJSON_AddBoolToObject(m, "vision", sv->vision);
+    cJSON_AddBoolToObject(m, "thinking", optiq_engine_has_thinking(sv->engine));
+    cJSON_AddNumberToObject(m, "context", (double)optiq_engine_context(sv->engine));
+    cJSON_AddNumberToObject(m, "vocab_size", (double)optiq_engine_vocab_size(sv->engine));
+    cJSON *folder = sv->folder_json ? cJSON_Parse(sv->folder_json) : NULL;
+    if (folder) cJSON_AddItemToObject(m, "folder", folder);
+    else cJSON_AddNullToObject(m, "folder");
+    cJSON_AddStringToObject(s, "version", optiq_version());
+    cJSON_AddStringToObject(s, "host", c->host ? c->host : "127.0.0.1");
+    pthread_mutex_lock(&sv->mu);
+    cJSON_AddNumberToObject(s, "port", sv->port);
+    cJSON_AddNumberToObject(s, "active_generations", (double)sv->m.active);
+    cJSON_AddNumberToObject(s, "queue_depth", (double)sv->queued);
+    pthread_mutex_unlock(&sv->mu);
+    cJSON_AddNumberToObject(s, "started", (double)sv->started);
+    cJSON_AddNumberToObject(s, "threads", c->engine.n_threads > 0 ? c->engine.n_threads : cpu_physical_cores());
+    cJSON_AddBoolToObject(s, "exact", c->engine.exact);
+    cJSON_AddNumberToObject(s, "parallel", (double)sv->parallel);
+    cJSON_AddNumberToObject(s, "max_queue", (double)sv->max_queue);
+    cJSON_AddNumberToObject(s, "prefix_cache_mb", (double)c->engine.prefix_cache_mb);
+    cJSON_AddNumberToObject(s, "vision_cache_mb", (double)c->engine.vision_cache_mb);
+    cJSON_AddBoolToObject(s, "api_key_required", c->api_key && *c->api_key);
+    cJSON_AddBoolToObject(s, "allow_remote_images", c->allow_remote_images);
+    cJSON_AddNumberToObject(s, "max_image_bytes",
+                            c->allow_remote_images
+                                ? (double)(c->max_image_bytes ? c->max_image_bytes : fetch_policy_default().max_bytes)
+                                : 0);
+    http_config hd = http_config_default();
+    cJSON_AddNumberToObject(s, "max_body_bytes", (double)hd.max_body);
+    cJSON_AddNumberToObject(s, "timeout_s", c->timeout_s ? c->timeout_s : hd.timeout_s);
+    cJSON_AddNumberToObject(s, "header_timeout_s", c->header_timeout_s ? c->header_timeout_s : hd.header_timeout_s);
+    cJSON_AddNumberToObject(s, "body_timeout_s", c->body_timeout_s ? c->body_timeout_s : hd.body_timeout_s);
+    char *out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
 }
 
 /* ---- routing --------------------------------------------------------------- */
@@ -637,16 +999,21 @@ static void handle(http_request *r, void *user) {
     static const struct {
         const char *path;
         const char *method;
-        int kind; /* -1 health, -2 models, -3 metrics, else api_kind */
+        int kind; /* -1 health, -2 models, -3 metrics, -4 info, else api_kind */
     } routes[] = {
         {"/health", "GET", -1},
         {"/v1/models", "GET", -2},
         {"/metrics", "GET", -3},
+        {"/info", "GET", -4},
         {"/v1/chat/completions", "POST", API_OPENAI_CHAT},
         {"/v1/completions", "POST", API_OPENAI_COMPLETION},
         {"/v1/messages", "POST", API_ANTHROPIC_MESSAGES},
         {"/v1/messages/count_tokens", "POST", API_ANTHROPIC_COUNT_TOKENS},
     };
+    if (lab_owns_path(path)) {
+        lab_respond(r); /* static files: no API key needed to load the page */
+        return;
+    }
     int anthropic = strncmp(path, "/v1/messages", 12) == 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(path, routes[i].path) != 0) continue;
@@ -672,6 +1039,10 @@ static void handle(http_request *r, void *user) {
         }
         if (routes[i].kind == -3) {
             respond_metrics(sv, r);
+            return;
+        }
+        if (routes[i].kind == -4) {
+            respond_json(r, info_json(sv));
             return;
         }
         handle_model(sv, r, (api_kind)routes[i].kind);
@@ -744,7 +1115,16 @@ optiq_status server_run(const server_config *cfg, optiq_error *err) {
     }
     sv.vision = optiq_engine_has_vision(sv.engine);
     reasoning_tags_infer(optiq_engine_tokenizer(sv.engine), &sv.think_tags);
+    sv.tool_syn = tools_syntax_for(optiq_engine_model_type(sv.engine));
+    {
+        const int32_t *eos;
+        size_t n_eos = optiq_engine_eos_ids(sv.engine, &eos);
+        sv.gvocab = grammar_vocab_new(optiq_engine_tokenizer(sv.engine), optiq_engine_vocab_size(sv.engine), eos, n_eos);
+    }
     sv.started = (int64_t)time(NULL);
+    sv.folder_json = folder_json(cfg->model_dir);
+    const char *delay = getenv("OPTIQ_SERVE_TOKEN_DELAY_MS");
+    if (delay && atoi(delay) > 0) sv.token_delay_us = (long)(atoi(delay) < 10000 ? atoi(delay) : 10000) * 1000;
     pthread_mutex_init(&sv.mu, NULL);
     pthread_mutex_init(&sv.prep_mu, NULL);
     pthread_cond_init(&sv.work_cv, NULL);
@@ -774,6 +1154,10 @@ optiq_status server_run(const server_config *cfg, optiq_error *err) {
     fprintf(stderr, "optiq serve: listening on http://%s:%d (model %s, vision %s, %zu at once)\n", hc.host,
             http_server_port(hs), sv.model_name, sv.vision ? "on" : "off", sv.parallel);
     fflush(stderr);
+    pthread_mutex_lock(&sv.mu);
+    sv.port = http_server_port(hs);
+    pthread_mutex_unlock(&sv.mu);
+    if (cfg->on_ready) cfg->on_ready(cfg->ready_user, hc.host, http_server_port(hs));
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {
@@ -797,6 +1181,8 @@ done:
     optiq_batch_free(sv.batch);
     for (size_t i = 0; i < sv.parallel; i++) optiq_session_free(sv.sessions[i]);
     free(sv.sessions), free(sv.slot_job);
+    free(sv.folder_json);
+    grammar_vocab_free(sv.gvocab);
     optiq_engine_free(sv.engine);
     return st;
 }

@@ -7,8 +7,10 @@
  * all of them one forward call; further requests wait in a FIFO queue (at
  * most max_queue, then 429). Quick routes (/health, /v1/models, errors,
  * count_tokens) are answered on the connection's own thread, so the server
- * stays responsive while generations run. Routes and options:
- * docs/cli.md ("optiq serve").
+ * stays responsive while generations run. GET /info describes the model
+ * and the server's settings (JSON); the Lab's page is served under /lab/
+ * (server/lab.h). Routes and options: docs/cli.md ("optiq serve"),
+ * docs/lab.md.
  */
 #ifndef OPTIQ_SERVER_SERVER_H
 #define OPTIQ_SERVER_SERVER_H
@@ -31,6 +33,12 @@ typedef struct server_config {
     size_t max_image_bytes;       /* per fetched image; 0: 20 MiB */
     size_t parallel;              /* generations run at once (batched); 0: 4 */
     size_t max_queue;             /* requests waiting beyond those; more get 429; 0: 64 */
+    /* Called once on the main thread when the server accepts connections
+     * (after the "listening on" line), with the address it listens on and the
+     * bound port; `optiq lab` prints the Lab's URL and opens a browser there.
+     * NULL: nothing. */
+    void (*on_ready)(void *user, const char *host, int port);
+    void *ready_user;
 } server_config;
 
 /* Load the engine, serve until SIGINT or SIGTERM, free everything. Prints

@@ -10,6 +10,7 @@
 #include "vision/gemma4_vision.h"
 #include "vision/preprocess.h"
 #include "vision/qwen3_vl.h"
+#include "vision/vision_cache.h"
 
 struct vision_fe {
     qwen3_vl *tower;   /* Qwen3.5 / Qwen3.6 */
@@ -19,7 +20,20 @@ struct vision_fe {
     mm_tokens tok;
     int64_t hidden; /* text hidden size = the merger's output */
     image_limits limits;
+    vision_key settings; /* hash of the model type and the processor JSON texts */
+    vision_cache *cache; /* NULL: every image is encoded */
 };
+
+/* The settings part of every image key: what the folder's processor files say. */
+static void hash_settings(vision_fe *fe, const char *type, const char *pre, size_t pre_n, const char *proc,
+                          size_t proc_n) {
+    fe->settings = vision_key_init();
+    vision_key_add(&fe->settings, type, strlen(type) + 1);
+    vision_key_add(&fe->settings, &pre_n, sizeof pre_n);
+    if (pre) vision_key_add(&fe->settings, pre, pre_n);
+    vision_key_add(&fe->settings, &proc_n, sizeof proc_n);
+    if (proc) vision_key_add(&fe->settings, proc, proc_n);
+}
 
 /* config.json integer at the top level, else in text_config / vision_config; def when absent. */
 static optiq_status token_id(const model_dir *md, const char *key, int64_t def, int32_t *out, optiq_error *err) {
@@ -55,6 +69,7 @@ static optiq_status load_gemma4(const model_dir *md, int64_t text_hidden, vision
     if (!st) st = read_optional(md, MD_PREPROCESSOR_CONFIG, &pre, &pre_n, err);
     if (!st) st = read_optional(md, MD_PROCESSOR_CONFIG, &proc, &proc_n, err);
     if (!st) st = g4v_params_from_json(pre, pre_n, proc, proc_n, unified, &fe->g4p, err);
+    if (!st) hash_settings(fe, unified ? "gemma4_unified" : "gemma4", pre, pre_n, proc, proc_n);
     free(pre), free(proc);
     if (!st) {
         const g4v_dims *d = g4v_tower_dims(fe->g4);
@@ -101,6 +116,7 @@ optiq_status vision_fe_load(const model_dir *md, int64_t text_hidden, vision_fe 
     if (!st) st = read_optional(md, MD_PREPROCESSOR_CONFIG, &pre, &pre_n, err);
     if (!st) st = read_optional(md, MD_PROCESSOR_CONFIG, &proc, &proc_n, err);
     if (!st) st = qvl_params_from_json(pre, pre_n, proc, proc_n, &fe->pp, err);
+    if (!st) hash_settings(fe, "qwen3_5", pre, pre_n, proc, proc_n);
     free(pre), free(proc);
     if (!st) {
         const qwen3_vl_config *c = qwen3_vl_get_config(fe->tower);
@@ -129,6 +145,7 @@ optiq_status vision_fe_load(const model_dir *md, int64_t text_hidden, vision_fe 
 
 void vision_fe_free(vision_fe *fe) {
     if (!fe) return;
+    vision_cache_free(fe->cache);
     qwen3_vl_free(fe->tower);
     g4v_free(fe->g4);
     free(fe);
@@ -169,20 +186,17 @@ static optiq_status check_budget(const vision_fe *fe, const optiq_image *im, siz
 
 /* Gemma-4: each image's [3, th, tw] block (the processor's layout), back
  * to back; grid (1, th/p, tw/p); n_patches x patch_dim (3p²) floats in all. */
-static optiq_status gemma4_pixels(const vision_fe *fe, const optiq_image *images, size_t n, float **pixels,
-                                  int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw, optiq_error *err) {
+static optiq_status gemma4_pixels(const vision_fe *fe, const image_u8 *imgs, const int *budgets, size_t n,
+                                  float **pixels, int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw,
+                                  optiq_error *err) {
     int p = fe->g4p.patch;
     float *all = NULL;
     size_t used = 0;
     optiq_status st = OPTIQ_OK;
     for (size_t i = 0; i < n && !st; i++) {
-        image_u8 img = {0};
         float *px = NULL;
         int th = 0, tw = 0;
-        st = check_budget(fe, &images[i], i, err);
-        if (!st) st = decode_one(fe, &images[i], i, &img, err);
-        if (!st) st = g4v_pixels(&fe->g4p, img.rgb, img.h, img.w, images[i].max_soft_tokens, &px, &th, &tw, err);
-        image_free(&img);
+        st = g4v_pixels(&fe->g4p, imgs[i].rgb, imgs[i].h, imgs[i].w, budgets[i], &px, &th, &tw, err);
         if (st) break;
         size_t k = (size_t)3 * (size_t)th * (size_t)tw;
         float *grown = realloc(all, (used + k) * sizeof *all);
@@ -244,20 +258,19 @@ static optiq_status gemma4_encode_pixels(const vision_fe *fe, thread_pool *pool,
     return OPTIQ_OK;
 }
 
-optiq_status vision_fe_pixels(const vision_fe *fe, const optiq_image *images, size_t n, float **pixels,
-                              int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw, optiq_error *err) {
+/* Pixel values and grids of decoded images (budgets: each image's
+ * max_soft_tokens, already checked). */
+static optiq_status pixels_decoded(const vision_fe *fe, const image_u8 *imgs, const int *budgets, size_t n,
+                                   float **pixels, int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw,
+                                   optiq_error *err) {
     *pixels = NULL, *n_patches = 0, *patch_dim = 0;
-    if (fe->g4) return gemma4_pixels(fe, images, n, pixels, n_patches, patch_dim, grid_thw, err);
+    if (fe->g4) return gemma4_pixels(fe, imgs, budgets, n, pixels, n_patches, patch_dim, grid_thw, err);
     qvl_image *pre = calloc(n ? n : 1, sizeof *pre);
     if (!pre) return err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
     optiq_status st = OPTIQ_OK;
     int64_t total = 0, dim = 0;
     for (size_t i = 0; i < n && !st; i++) {
-        image_u8 img = {0};
-        st = check_budget(fe, &images[i], i, err);
-        if (!st) st = decode_one(fe, &images[i], i, &img, err);
-        if (!st) st = qvl_preprocess(&fe->pp, img.rgb, img.w, img.h, &pre[i], err);
-        image_free(&img);
+        st = qvl_preprocess(&fe->pp, imgs[i].rgb, imgs[i].w, imgs[i].h, &pre[i], err);
         if (st) break;
         for (int k = 0; k < 3; k++) grid_thw[3 * i + k] = (int32_t)pre[i].grid_thw[k];
         total += pre[i].n_patches;
@@ -277,6 +290,36 @@ optiq_status vision_fe_pixels(const vision_fe *fe, const optiq_image *images, si
     }
     *pixels = px, *n_patches = total, *patch_dim = dim;
     return OPTIQ_OK;
+}
+
+/* Decode every image (its budget checked first); imgs and budgets have n slots. */
+static optiq_status decode_all(const vision_fe *fe, const optiq_image *images, size_t n, image_u8 *imgs, int *budgets,
+                               optiq_error *err) {
+    for (size_t i = 0; i < n; i++) {
+        optiq_status st = check_budget(fe, &images[i], i, err);
+        if (!st) st = decode_one(fe, &images[i], i, &imgs[i], err);
+        if (st) return st;
+        budgets[i] = images[i].max_soft_tokens;
+    }
+    return OPTIQ_OK;
+}
+
+static void free_all(image_u8 *imgs, size_t n) {
+    for (size_t i = 0; imgs && i < n; i++) image_free(&imgs[i]);
+    free(imgs);
+}
+
+optiq_status vision_fe_pixels(const vision_fe *fe, const optiq_image *images, size_t n, float **pixels,
+                              int64_t *n_patches, int64_t *patch_dim, int32_t *grid_thw, optiq_error *err) {
+    *pixels = NULL, *n_patches = 0, *patch_dim = 0;
+    image_u8 *imgs = calloc(n ? n : 1, sizeof *imgs);
+    int *budgets = calloc(n ? n : 1, sizeof *budgets);
+    optiq_status st = imgs && budgets ? OPTIQ_OK : err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    if (!st) st = decode_all(fe, images, n, imgs, budgets, err);
+    if (!st) st = pixels_decoded(fe, imgs, budgets, n, pixels, n_patches, patch_dim, grid_thw, err);
+    free_all(imgs, n);
+    free(budgets);
+    return st;
 }
 
 optiq_status vision_fe_encode_pixels(const vision_fe *fe, thread_pool *pool, const float *pixels, int64_t n_patches,
@@ -300,16 +343,95 @@ optiq_status vision_fe_encode_pixels(const vision_fe *fe, thread_pool *pool, con
     return OPTIQ_OK;
 }
 
+/* ---- encoding, with the vision cache ---- */
+
+static vision_key image_key(const vision_fe *fe, const image_u8 *img, int budget) {
+    vision_key k = fe->settings;
+    int64_t hdr[3] = {img->w, img->h, budget};
+    vision_key_add(&k, hdr, sizeof hdr);
+    vision_key_add(&k, img->rgb, (size_t)img->w * (size_t)img->h * 3);
+    return k;
+}
+
 optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
                               float **feats, int32_t *grid_thw, int64_t *n_tokens, optiq_error *err) {
-    *feats = NULL;
-    float *px = NULL;
-    int64_t np = 0, dim = 0;
-    optiq_status st = vision_fe_pixels(fe, images, n, &px, &np, &dim, grid_thw, err);
-    if (!st) st = vision_fe_encode_pixels(fe, pool, px, np, grid_thw, n, feats, n_tokens, err);
-    free(px);
-    return st;
+    return vision_fe_encode_keyed(fe, pool, images, n, feats, grid_thw, n_tokens, NULL, err);
 }
+
+/* Images found in the cache are copied from it; the others go through
+ * the tower together (one call, as before) and into the cache. The tower
+ * encodes each image on its own (its own attention segment; every product
+ * is per row), so an image's soft tokens do not depend on the others of the
+ * call, and a cached copy equals a fresh encoding bit for bit. */
+optiq_status vision_fe_encode_keyed(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
+                                    float **feats, int32_t *grid_thw, int64_t *n_tokens, uint64_t *hashes,
+                                    optiq_error *err) {
+    *feats = NULL;
+    size_t m = n ? n : 1, n_miss = 0;
+    image_u8 *imgs = calloc(m, sizeof *imgs), *miss_imgs = calloc(m, sizeof *miss_imgs);
+    int *budgets = calloc(m, sizeof *budgets), *miss_budgets = calloc(m, sizeof *miss_budgets);
+    float **hit = calloc(m, sizeof *hit), *px = NULL, *fmiss = NULL, *out = NULL;
+    vision_key *keys = calloc(m, sizeof *keys);
+    size_t *miss_of = calloc(m, sizeof *miss_of);
+    int32_t *miss_grid = calloc(m * 3, sizeof *miss_grid);
+    int64_t *miss_nt = calloc(m, sizeof *miss_nt), np = 0, dim = 0, total = 0;
+    optiq_status st = imgs && miss_imgs && budgets && miss_budgets && hit && keys && miss_of && miss_grid && miss_nt
+                          ? OPTIQ_OK
+                          : err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    if (!st) st = decode_all(fe, images, n, imgs, budgets, err);
+    for (size_t i = 0; !st && i < n; i++) {
+        keys[i] = image_key(fe, &imgs[i], budgets[i]);
+        if (hashes) hashes[i] = keys[i].h[0] ^ (keys[i].h[1] * 0x9E3779B97F4A7C15ull);
+        if (!vision_cache_get(fe->cache, &keys[i], fe->hidden, &hit[i], &n_tokens[i], grid_thw + 3 * i)) {
+            miss_of[n_miss] = i;
+            miss_imgs[n_miss] = imgs[i];
+            miss_budgets[n_miss++] = budgets[i];
+        }
+    }
+    if (!st && n_miss) {
+        st = pixels_decoded(fe, miss_imgs, miss_budgets, n_miss, &px, &np, &dim, miss_grid, err);
+        if (!st) st = vision_fe_encode_pixels(fe, pool, px, np, miss_grid, n_miss, &fmiss, miss_nt, err);
+        if (!st) vision_cache_count_encoded(fe->cache, n_miss);
+        for (size_t j = 0, row = 0; !st && j < n_miss; row += (size_t)miss_nt[j], j++) {
+            size_t i = miss_of[j];
+            memcpy(grid_thw + 3 * i, miss_grid + 3 * j, 3 * sizeof *grid_thw);
+            n_tokens[i] = miss_nt[j];
+            vision_cache_put(fe->cache, &keys[i], fmiss + row * (size_t)fe->hidden, miss_nt[j], fe->hidden,
+                             miss_grid + 3 * j);
+        }
+    }
+    for (size_t i = 0; !st && i < n; i++) total += n_tokens[i];
+    if (!st && !(out = malloc((size_t)(total * fe->hidden) * sizeof *out + 1)))
+        st = err_set(err, OPTIQ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0, row = 0, j = 0; !st && i < n; row += (size_t)n_tokens[i], i++) {
+        size_t bytes = (size_t)(n_tokens[i] * fe->hidden) * sizeof *out;
+        const float *src = hit[i];
+        if (!src) { /* a miss: its rows in fmiss follow the misses before it */
+            size_t off = 0;
+            for (size_t q = 0; q < j; q++) off += (size_t)miss_nt[q];
+            src = fmiss + off * (size_t)fe->hidden;
+            j++;
+        }
+        memcpy(out + row * (size_t)fe->hidden, src, bytes);
+    }
+    for (size_t i = 0; hit && i < n; i++) free(hit[i]);
+    free(hit), free(px), free(fmiss), free(keys), free(miss_of), free(miss_grid), free(miss_nt);
+    free(miss_imgs), free(budgets), free(miss_budgets); /* miss_imgs alias imgs' pixels */
+    free_all(imgs, n);
+    if (st) {
+        free(out);
+        return st;
+    }
+    *feats = out;
+    return OPTIQ_OK;
+}
+
+void vision_fe_set_cache(vision_fe *fe, size_t max_bytes) {
+    vision_cache_free(fe->cache);
+    fe->cache = vision_cache_new(max_bytes);
+}
+
+void vision_fe_cache_stats(const vision_fe *fe, vision_cache_stats *out) { vision_cache_get_stats(fe->cache, out); }
 
 optiq_status vision_fe_image_tokens(const vision_fe *fe, const optiq_image *image, int64_t *tokens, optiq_error *err) {
     image_u8 img = {0};

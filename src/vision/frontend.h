@@ -10,7 +10,8 @@
  *   pixel_values + grid ─ Qwen3-VL tower + merger ─► soft tokens (text hidden size)
  *
  * All images of one prompt go through the tower in one call (one attention
- * segment each), as mlx-vlm encodes them.
+ * segment each), as mlx-vlm encodes them. An optional vision cache
+ * (vision_cache.h) keeps the soft tokens of images seen before.
  */
 #ifndef OPTIQ_VISION_FRONTEND_H
 #define OPTIQ_VISION_FRONTEND_H
@@ -23,6 +24,7 @@
 #include "io/model_dir.h"
 #include "optiq.h"
 #include "vision/mm_prompt.h"
+#include "vision/vision_cache.h"
 
 typedef struct vision_fe vision_fe;
 
@@ -41,6 +43,19 @@ optiq_status vision_fe_image_tokens(const vision_fe *fe, const optiq_image *imag
  * grid_thw (n, 3) in patches and n_tokens (n) soft tokens per image. */
 optiq_status vision_fe_encode(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
                               float **feats, int32_t *grid_thw, int64_t *n_tokens, optiq_error *err);
+
+/* The same, also giving each image's key for the prefix cache (hashes: n
+ * values, or NULL): a hash of its decoded pixels, its soft-token budget and
+ * the folder's processor settings (vision/vision_cache.h). Images seen
+ * before are taken from the vision cache instead of the tower. */
+optiq_status vision_fe_encode_keyed(const vision_fe *fe, thread_pool *pool, const optiq_image *images, size_t n,
+                                    float **feats, int32_t *grid_thw, int64_t *n_tokens, uint64_t *hashes,
+                                    optiq_error *err);
+
+/* A vision cache of max_bytes (0: none) replaces the one there was. Call
+ * before the front-end is shared (the cache itself is thread-safe). */
+void vision_fe_set_cache(vision_fe *fe, size_t max_bytes);
+void vision_fe_cache_stats(const vision_fe *fe, vision_cache_stats *out);
 
 /* The tower on pixel values vision_fe_pixels made (for callers that keep them). */
 optiq_status vision_fe_encode_pixels(const vision_fe *fe, thread_pool *pool, const float *pixels, int64_t n_patches,

@@ -2,9 +2,10 @@
 
 Usage: test_sdk.py --vl-url URL --dense-url URL --optiq PATH --vl-model DIR
 
-URL is a server's root (http://127.0.0.1:PORT). Prints "ok   name" or
+URL is a server's root (http://127.0.0.1:PORT). The structured-output, tool
+and logprobs cases are in structured.py. Prints "ok   name" or
 "FAIL name: why" per case and a closing "N passed, N failed"; exits 1 when a
-case failed. Only the standard library besides the two SDKs.
+case failed. Only the standard library besides the two SDKs and jsonschema.
 """
 import argparse
 import base64
@@ -18,6 +19,8 @@ import urllib.request
 
 import anthropic
 import openai
+
+import structured
 
 PROMPT = "Hello there"
 passed = 0
@@ -83,6 +86,9 @@ def main():
     ap.add_argument("--optiq", required=True)
     ap.add_argument("--vl-model", required=True)
     ap.add_argument("--image-url", required=True)  # a local server of the fixture's images
+    ap.add_argument("--qwen-tools-url", required=True)  # Qwen3.5 fixture with room for the tools prompt
+    ap.add_argument("--gemma-url", required=True)
+    ap.add_argument("--dense-model", required=True)
     a = ap.parse_args()
 
     images = os.path.join(a.vl_model, "images")
@@ -363,6 +369,9 @@ def main():
         except anthropic.BadRequestError:
             return
         raise AssertionError("no error")
+
+    # ---------------- structured output, tools, logprobs ----------------
+    structured.register(case, expect, a)
 
     print(f"{passed} passed, {failed} failed", flush=True)
     return 1 if failed else 0
