@@ -513,6 +513,45 @@ optiq_status optiq_dump(optiq_engine *e, const int32_t *ids, size_t n, const cha
 optiq_status optiq_dump_images(optiq_engine *e, const int32_t *ids, size_t n, const optiq_image *images,
                                size_t n_images, const char *path, optiq_error *err);
 
+/* ---- prompts from chat messages (language bindings) ------------------- */
+/*
+ * What `optiq generate` and `optiq serve` do to messages before
+ * optiq_generate, as one call for bindings (python/optiq): render them with
+ * the engine's chat template and encode the text (no special tokens added:
+ * the template writes them). Template options start from
+ * {"add_generation_prompt": true, "enable_thinking": <no images and
+ * optiq_engine_has_thinking>}; the keys of options_json (an object, may be
+ * NULL; keys as optiq_chat_template_render takes them, e.g.
+ * "chat_template_kwargs", "tools", "enable_thinking") replace them. Renders
+ * made through this call are serialized inside the library (the template
+ * evaluator shares values between renders), so any thread may call it.
+ */
+typedef struct optiq_prompt {
+    int32_t *ids;     /* prompt ids, one placeholder per image (optiq_generate expands it) */
+    size_t n_ids;
+    char *text;       /* the rendered prompt text, NUL-terminated */
+    char **images;    /* per image part of the messages, in order: its source (an "image_url" part's
+                         url, an "image" part's "image" or "url" string), or NULL for a bare
+                         {"type": "image"} part whose image the caller supplies */
+    size_t n_images;
+} optiq_prompt;
+
+/* messages_json: an OpenAI-style array of messages (as optiq_chat_template_render
+ * takes it) or an object holding "messages". Fails with OPTIQ_ERR_UNSUPPORTED
+ * when the folder has no chat template or the messages hold images and it has no
+ * vision front-end, OPTIQ_ERR_INVALID_ARG for malformed messages, options or an
+ * empty prompt; the template's own errors pass through. Free with optiq_prompt_free. */
+optiq_status optiq_engine_render_prompt(const optiq_engine *e, const char *messages_json, size_t messages_len,
+                                        const char *options_json, optiq_prompt *out, optiq_error *err);
+void optiq_prompt_free(optiq_prompt *p);
+
+/* sizeof of a public structure named by its type name ("optiq_engine_params",
+ * "optiq_generate_params", "optiq_generation", "optiq_image", "optiq_sampling",
+ * "optiq_error", "optiq_prompt"), 0 for another name: bindings that declare the
+ * structures themselves check their layout against the library they load
+ * (a change to one of them must be mirrored in python/optiq/_native.py). */
+size_t optiq_struct_size(const char *name);
+
 #ifdef __cplusplus
 }
 #endif
