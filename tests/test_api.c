@@ -532,6 +532,14 @@ static void test_responses(void) {
         CHECK(!strcmp(str_at(ch, "finish_reason", NULL), "stop"));
         cJSON_Delete(j);
         free(s);
+        r2.cached_tokens = 4; /* reused from the prefix cache: OpenAI's prompt_tokens_details */
+        s = api_openai_chat_response(&r2);
+        j = cJSON_Parse(s);
+        const cJSON *u2 = cJSON_GetObjectItem(j, "usage");
+        CHECK(keys_are(u2, "prompt_tokens,completion_tokens,total_tokens,prompt_tokens_details") &&
+              num_at(u2, "prompt_tokens_details", "cached_tokens") == 4 && num_at(u2, "total_tokens", NULL) == 15);
+        cJSON_Delete(j);
+        free(s);
     }
     for (TEST_CASE("openai text_completion object")) {
         char *s = api_openai_completion_response(&res);

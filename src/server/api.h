@@ -115,6 +115,8 @@ typedef struct api_result {
     const char *finish_reason;  /* optiq's: "stop", "length", "abort" (NULL: "stop") */
     const char *stop_sequence;  /* the stop string that ended generation, or NULL */
     int64_t prompt_tokens;
+    int64_t cached_tokens;      /* of prompt_tokens, restored from the prefix cache (OpenAI
+                                   usage.prompt_tokens_details.cached_tokens when > 0) */
     int64_t completion_tokens;
     const char *tool_calls_json; /* [{"id","name","arguments"}] printed, or NULL: none */
     const char *logprobs_json;   /* chat: the "content" array; completions: the legacy object; or NULL */

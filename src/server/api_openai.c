@@ -285,11 +285,18 @@ static const char *openai_finish(const char *fr) {
     return fr;
 }
 
-static cJSON *usage_obj(int64_t p, int64_t c) {
+/* prompt_tokens counts the whole prompt; prompt_tokens_details.cached_tokens, present
+ * when the prefix cache supplied some of it, says how many of those (OpenAI's meaning). */
+static cJSON *usage_obj(int64_t p, int64_t cached, int64_t c) {
     cJSON *u = cJSON_CreateObject();
     cJSON_AddNumberToObject(u, "prompt_tokens", (double)p);
     cJSON_AddNumberToObject(u, "completion_tokens", (double)c);
     cJSON_AddNumberToObject(u, "total_tokens", (double)(p + c));
+    if (cached > 0) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "cached_tokens", (double)cached);
+        cJSON_AddItemToObject(u, "prompt_tokens_details", d);
+    }
     return u;
 }
 
@@ -354,7 +361,7 @@ char *api_openai_chat_response(const api_result *r) {
     add_logprobs(choice, r->logprobs_json, 1);
     cJSON_AddStringToObject(choice, "finish_reason", openai_finish(r->finish_reason));
     cJSON *root = envelope(r, "chat.completion", choice);
-    cJSON_AddItemToObject(root, "usage", usage_obj(r->prompt_tokens, r->completion_tokens));
+    cJSON_AddItemToObject(root, "usage", usage_obj(r->prompt_tokens, r->cached_tokens, r->completion_tokens));
     return api_print(root);
 }
 
@@ -365,7 +372,7 @@ char *api_openai_completion_response(const api_result *r) {
     add_logprobs(choice, r->logprobs_json, 0);
     cJSON_AddStringToObject(choice, "finish_reason", openai_finish(r->finish_reason));
     cJSON *root = envelope(r, "text_completion", choice);
-    cJSON_AddItemToObject(root, "usage", usage_obj(r->prompt_tokens, r->completion_tokens));
+    cJSON_AddItemToObject(root, "usage", usage_obj(r->prompt_tokens, r->cached_tokens, r->completion_tokens));
     return api_print(root);
 }
 
@@ -457,7 +464,7 @@ char *api_openai_stream_end(api_stream *s, const char *finish_reason, int64_t co
     if (out && s->include_usage) {
         cJSON *root = envelope(&s->meta, s->kind == API_OPENAI_CHAT ? "chat.completion.chunk" : "text_completion",
                                NULL);
-        cJSON_AddItemToObject(root, "usage", usage_obj(s->meta.prompt_tokens, completion_tokens));
+        cJSON_AddItemToObject(root, "usage", usage_obj(s->meta.prompt_tokens, s->meta.cached_tokens, completion_tokens));
         char *u = api_sse(NULL, root);
         out = u ? api_concat(out, u, strlen(u)) : (free(out), NULL);
         free(u);

@@ -597,6 +597,7 @@ static void job_finish(server *sv, job *j, optiq_status st, const char *message)
             if (!j->write_failed) {
                 if (reasoning_split_finish(&j->think) == 0) stream_think_out(j);
                 j->sse.meta.prompt_tokens = j->gen.prompt_tokens;
+                j->sse.meta.cached_tokens = j->gen.cached_tokens;
                 const char *fr = st == OPTIQ_OK ? j->gen.finish_reason : "abort";
                 if (j->tools_on && !j->write_failed) { /* the held-back content, then the calls */
                     char *content = NULL, *calls = st == OPTIQ_OK ? reply_tool_calls(sv, j, j->abuf, &content) : NULL;
@@ -740,6 +741,7 @@ static void answer_full(server *sv, http_request *r, job *j) {
         .finish_reason = j->gen.finish_reason,
         .stop_sequence = find_stop(sv, req, &j->gen),
         .prompt_tokens = j->gen.prompt_tokens,
+        .cached_tokens = j->gen.cached_tokens,
         .completion_tokens = (int64_t)j->gen.n_tokens,
         .tool_calls_json = calls,
         .logprobs_json = lp,

@@ -148,6 +148,26 @@ def main():
         expect(last.usage.prompt_tokens == state["chat"].usage.prompt_tokens and
                last.usage.completion_tokens == state["chat"].usage.completion_tokens, last.usage)
 
+    @case("openai: a prompt sharing 256+ tokens with an earlier one reports cached_tokens; reply as a fresh run")
+    def _():
+        shared = "Background: " + " ".join(f"item {i} is {'red' if i % 3 else 'blue'};" for i in range(40))
+        msgs = lambda q: [{"role": "user", "content": shared + " " + q}]
+        r1 = oai_dense.chat.completions.create(model="qwen35-dense-mixed", messages=msgs("Which items are blue?"),
+                                               temperature=0, max_tokens=8)
+        expect(r1.usage.prompt_tokens > 300, r1.usage)
+        r2 = oai_dense.chat.completions.create(model="qwen35-dense-mixed", messages=msgs("Which items are red?"),
+                                               temperature=0, max_tokens=8)
+        d = r2.usage.prompt_tokens_details
+        cached = d.cached_tokens if d is not None else 0
+        # the shared text spans the first 256-token checkpoint of the Gated DeltaNet states
+        expect(256 <= cached < r2.usage.prompt_tokens, r2.usage)
+        out = subprocess.run([a.optiq, "generate", "--model", a.dense_model,
+                              "--prompt", shared + " Which items are red?", "--max-tokens", "8", "--json"],
+                             capture_output=True, text=True, timeout=120, check=True)
+        ref = json.loads(out.stdout)
+        got = full_text(r2.choices[0].message)
+        expect(got == (ref["reasoning"] or "") + ref["text"], f"{got!r} vs {ref!r}")
+
     @case("openai: image data: URL -> prompt_tokens 53")
     def _():
         r = oai.chat.completions.create(model=model, temperature=0, max_tokens=4, messages=[
