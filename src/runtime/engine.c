@@ -89,7 +89,8 @@ struct optiq_engine {
     vision_fe *vision;     /* NULL: text only */
     reasoning_tags think;  /* the vocabulary's thinking markers (none: open == NULL) */
     prefix_cache *prefix;  /* NULL: no prefix reuse (runtime/prefix_cache.h) */
-    size_t max_ckpts;      /* checkpoints a session keeps (their tails stay within half the cache budget) */
+    size_t max_ckpts;      /* checkpoints a session keeps (their tails stay within an eighth of the cache
+                            * budget, so eight busy sessions add at most the budget again) */
 };
 
 /* One image's run of soft tokens in a timeline, for the prefix cache's keys. */
@@ -247,7 +248,7 @@ optiq_status optiq_engine_load(const char *dir, const optiq_engine_params *param
                                  p.prefix_block ? p.prefix_block : DEFAULT_PREFIX_BLOCK);
     if (e->prefix) {
         size_t tail = prefix_cache_tail_bytes(e->prefix);
-        e->max_ckpts = tail ? ((size_t)p.prefix_cache_mb << 20) / 2 / tail : 64;
+        e->max_ckpts = tail ? ((size_t)p.prefix_cache_mb << 20) / 8 / tail : 64;
         if (e->max_ckpts < 2) e->max_ckpts = 2;
     }
     *out = e;
