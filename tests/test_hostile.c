@@ -995,9 +995,11 @@ int main(int argc, char **argv) {
 
     /* ---- a client that leaves does not hold the worker ---- */
     for (TEST_CASE("abandoned non-stream generations are dropped: the next request is served promptly")) {
-        // 40 greedy requests that run to 480 tokens each (about 80 ms apiece here)
-        // whose clients hang up at once; without cancellation they would
-        // hold the worker for seconds.
+        // 40 greedy requests that run to 480 tokens each (80-120 ms apiece)
+        // whose clients hang up after 150 ms; without cancellation they would
+        // hold the worker for seconds. The server decodes --parallel (default
+        // 4) of them at once, so up to 4 may finish before their clients
+        // leave on a fast machine; the other 36 must be dropped.
         const char *b = "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}],\"max_tokens\":480}";
         int fds[40];
         char head[512];
@@ -1020,7 +1022,7 @@ int main(int argc, char **argv) {
         char *log = read_file(B.log, &len);
         int full = 0;
         for (char *p = log; p && (p = strstr(p, "completion=480")); p++) full++;
-        CHECKF(full <= 2, "%d abandoned generations ran to the end", full);
+        CHECKF(full <= 4, "%d abandoned generations ran to the end", full);
         free(log);
     }
 
