@@ -41,7 +41,7 @@ int main(void) {
                         "<parameter=days>\n3\n</parameter>\n<parameter=zip>\n10001\n</parameter>\n"
                         "<parameter=hourly>\ntrue\n</parameter>\n</function>\n</tool_call>";
         tool_parse p;
-        CHECK(tools_parse(TOOLS_QWEN, t, strlen(t), tools, "x", &p) == 0);
+        CHECK(tools_parse(TOOLS_QWEN, t, strlen(t), tools, "call_x", &p) == 0);
         CHECK(p.n_calls == 1);
         if (p.n_calls == 1) {
             CHECK(!strcmp(p.calls[0].name, "get_weather"));
@@ -57,7 +57,7 @@ int main(void) {
                         "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>"
                         " and <tool_call>oops</tool_call>";
         tool_parse p;
-        CHECK(tools_parse(TOOLS_QWEN, t, strlen(t), tools, "y", &p) == 0);
+        CHECK(tools_parse(TOOLS_QWEN, t, strlen(t), tools, "call_y", &p) == 0);
         CHECK(p.n_calls == 2);
         if (p.n_calls == 2) {
             CHECK(!strcmp(p.calls[0].name, "get_time") && args_equal(p.calls[0].arguments, "{}"));
@@ -71,7 +71,7 @@ int main(void) {
         const char *t = "<|tool_call>call:get_weather{city:<|\"|>Paris, \"FR\"<|\"|>,days:2,opts:{a:[1,true,null]}}"
                         "<tool_call|>done";
         tool_parse p;
-        CHECK(tools_parse(TOOLS_GEMMA, t, strlen(t), tools, "z", &p) == 0);
+        CHECK(tools_parse(TOOLS_GEMMA, t, strlen(t), tools, "call_z", &p) == 0);
         CHECK(p.n_calls == 1);
         if (p.n_calls == 1)
             CHECKF(args_equal(p.calls[0].arguments,
@@ -80,7 +80,7 @@ int main(void) {
         CHECKF(!strcmp(p.content, "done"), "%s", p.content);
         tools_parse_free(&p);
         const char *bad = "<|tool_call>call:get_weather{city:Paris}<tool_call|>";
-        CHECK(tools_parse(TOOLS_GEMMA, bad, strlen(bad), tools, "z", &p) == 0);
+        CHECK(tools_parse(TOOLS_GEMMA, bad, strlen(bad), tools, "call_z", &p) == 0);
         CHECK(p.n_calls == 0 && !strcmp(p.content, bad));
         tools_parse_free(&p);
     }
@@ -104,7 +104,7 @@ int main(void) {
             grammar_start(g, &st);
             CHECKF(grammar_feed(g, &st, (const uint8_t *)doc, strlen(doc)) && grammar_complete(g, &st), "syntax %d", syn);
             tool_parse p;
-            CHECK(tools_parse((tool_syntax)syn, doc, strlen(doc), tools, "g", &p) == 0);
+            CHECK(tools_parse((tool_syntax)syn, doc, strlen(doc), tools, "call_g", &p) == 0);
             CHECK(p.n_calls == 1 && p.n_calls && args_equal(p.calls[0].arguments, "{\"city\":\"Rome\",\"days\":12}"));
             CHECK(p.content && !p.content[0]);
             tools_parse_free(&p);

@@ -541,7 +541,10 @@ static char *reply_tool_calls(server *sv, job *j, const char *answer, char **con
     cJSON *tools = cJSON_Parse(j->req->tools_json);
     tool_parse tp;
     char *out = NULL;
-    if (tools_parse(sv->tool_syn, answer, strlen(answer), tools, j->id, &tp) == 0 && tp.n_calls) {
+    /* ids as each API writes them: OpenAI "call_...", Anthropic "toolu_..." */
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s_%s", api_kind_is_anthropic(j->req->kind) ? "toolu" : "call", j->id);
+    if (tools_parse(sv->tool_syn, answer, strlen(answer), tools, prefix, &tp) == 0 && tp.n_calls) {
         cJSON *arr = cJSON_CreateArray();
         for (size_t i = 0; arr && i < tp.n_calls; i++) {
             cJSON *c = cJSON_CreateObject();

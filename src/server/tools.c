@@ -272,7 +272,7 @@ int tools_parse(tool_syntax syn, const char *text, size_t len, const cJSON *tool
         }
         tool_call *tc = &out->calls[out->n_calls];
         char id[96];
-        snprintf(id, sizeof id, "call_%s_%zu", id_prefix ? id_prefix : "0", out->n_calls);
+        snprintf(id, sizeof id, "%s_%zu", id_prefix ? id_prefix : "call", out->n_calls);
         tc->id = strdup(id);
         tc->name = name;
         tc->arguments = cJSON_PrintUnformatted(args);

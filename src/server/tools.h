@@ -44,7 +44,8 @@ typedef struct tool_parse {
 
 /* Split text into content and calls. tools (may be NULL): the OpenAI tools
  * array, whose parameter types decide how Qwen's raw values are read.
- * id_prefix names the calls' ids. 0, or -1 when out of memory. */
+ * The calls' ids are id_prefix "_" index (id_prefix NULL: "call"). 0, or -1
+ * when out of memory. */
 int tools_parse(tool_syntax syn, const char *text, size_t len, const cJSON *tools, const char *id_prefix,
                 tool_parse *out);
 void tools_parse_free(tool_parse *p);

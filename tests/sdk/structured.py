@@ -191,6 +191,7 @@ def register(case, expect, a):
             expect(len(acc) == 1 and acc[0]["name"] == "get_weather" and
                    json.loads(acc[0]["arguments"]) == args, (acc, args))
             # the result goes back through the template; an answer follows
+            expect(calls[0].id.startswith("call_"), calls[0].id)
             msgs2 = msgs + [c.message.model_dump(exclude_none=True),
                             {"role": "tool", "tool_call_id": calls[0].id, "content": '{"temperature": 21}'}]
             r2 = oc.chat.completions.create(model="m", messages=msgs2, tools=OAI_TOOLS, temperature=0, max_tokens=8)
@@ -212,6 +213,7 @@ def register(case, expect, a):
             expect(r1.stop_reason == "tool_use", f"{fam}: stop_reason {r1.stop_reason}: {r1.content}")
             uses = [b for b in r1.content if b.type == "tool_use"]
             expect(len(uses) == 1 and uses[0].name == "get_weather", r1.content)
+            expect(uses[0].id.startswith("toolu_"), uses[0].id)
             jsonschema.validate(uses[0].input, WEATHER)
             with ac.messages.stream(model="m", max_tokens=400, messages=msgs, tools=ANT_TOOLS,
                                     tool_choice={"type": "any"}, extra_body={"temperature": 0}) as s:
