@@ -646,27 +646,41 @@ static optiq_status ensure_scratch(g4_cache *c, const g4_model *m, int64_t n, in
 
 /* ---- attention ---- */
 
+/* The n rows of x through layer L's projections, norms and RoPE (positions
+ * c->pos): queries into c->q (n, Hq, D) and, when L owns its K/V, the new
+ * keys and values into c->knew, c->vnew (n, Hkv, D). */
+static optiq_status qkv_project(const g4_model *m, const g4_layer *L, g4_cache *c, thread_pool *pool,
+                                const float *x, int64_t n, optiq_error *err) {
+    const g4_config *k = &m->c;
+    int64_t D = L->d, Hq = k->n_heads, Hkv = L->n_kv;
+    const float *inv = L->full ? m->inv_full : m->inv_sliding;
+    optiq_status st;
+    if ((st = linear_apply(pool, &L->q, 0, x, n, c->q, 0, Q8(m), err))) return st;
+    nn_rmsnorm(c->q, n * Hq, D, L->q_norm, (float)k->eps, c->q);
+    nn_rope(c->q, n, (int)Hq, (int)D, (int)(D / 2), inv, c->pos, NULL);
+    if (!L->owner) return OPTIQ_OK;
+    float *kr = c->kraw, *kn = c->knew, *vn = c->vnew;
+    if ((st = linear_apply(pool, &L->k, 0, x, n, kr, 0, Q8(m), err))) return st;
+    if (L->keqv) nn_rmsnorm(kr, n * Hkv, D, NULL, (float)k->eps, vn);
+    else {
+        if ((st = linear_apply(pool, &L->v, 0, x, n, vn, 0, Q8(m), err))) return st;
+        nn_rmsnorm(vn, n * Hkv, D, NULL, (float)k->eps, vn);
+    }
+    nn_rmsnorm(kr, n * Hkv, D, L->k_norm, (float)k->eps, kn);
+    nn_rope(kn, n, (int)Hkv, (int)D, (int)(D / 2), inv, c->pos, NULL);
+    return OPTIQ_OK;
+}
+
 static optiq_status attn_forward(const g4_model *m, const g4_layer *L, g4_cache *c, thread_pool *pool,
                                  const float *x, int64_t n, int spans, float *out, optiq_error *err) {
     const g4_config *k = &m->c;
     int64_t D = L->d, Hq = k->n_heads, Hkv = L->n_kv, p0 = c->base.pos;
-    const float *inv = L->full ? m->inv_full : m->inv_sliding;
     float *q = c->q; /* (n, Hq, D) */
     optiq_status st;
-    if ((st = linear_apply(pool, &L->q, 0, x, n, q, 0, Q8(m), err))) return st;
-    nn_rmsnorm(q, n * Hq, D, L->q_norm, (float)k->eps, q);
-    nn_rope(q, n, (int)Hq, (int)D, (int)(D / 2), inv, c->pos, NULL);
+    if ((st = qkv_project(m, L, c, pool, x, n, err))) return st;
     g4_kv *kv = &c->kv[L->src];
     if (L->owner) {
-        float *kr = c->kraw, *kn = c->knew, *vn = c->vnew; /* (n, Hkv, D) */
-        if ((st = linear_apply(pool, &L->k, 0, x, n, kr, 0, Q8(m), err))) return st;
-        if (L->keqv) nn_rmsnorm(kr, n * Hkv, D, NULL, (float)k->eps, vn);
-        else {
-            if ((st = linear_apply(pool, &L->v, 0, x, n, vn, 0, Q8(m), err))) return st;
-            nn_rmsnorm(vn, n * Hkv, D, NULL, (float)k->eps, vn);
-        }
-        nn_rmsnorm(kr, n * Hkv, D, L->k_norm, (float)k->eps, kn);
-        nn_rope(kn, n, (int)Hkv, (int)D, (int)(D / 2), inv, c->pos, NULL);
+        const float *kn = c->knew, *vn = c->vnew; /* (n, Hkv, D) */
         size_t row = (size_t)(Hkv * D);
         for (int64_t t = 0; t < n; t++) {
             int64_t r = (p0 + t) % kv->rows;
@@ -930,25 +944,13 @@ static void batch_attn_task(void *ctx, int64_t i, int thread) {
 /* Attention of layer L for the n rows of xn (n, H) into out (n, H). */
 static optiq_status attn_batch(const g4_model *m, const g4_layer *L, g4_cache *const *caches, int64_t n,
                                thread_pool *pool, const float *x, float *out, optiq_error *err) {
-    const g4_config *k = &m->c;
     g4_cache *c = caches[0]; /* holds the scratch; c->pos (n) the position of each row */
-    int64_t D = L->d, Hq = k->n_heads, Hkv = L->n_kv;
-    const float *inv = L->full ? m->inv_full : m->inv_sliding;
+    int64_t D = L->d, Hkv = L->n_kv;
     float *q = c->q; /* (n, Hq, D) */
     optiq_status st;
-    if ((st = linear_apply(pool, &L->q, 0, x, n, q, 0, Q8(m), err))) return st;
-    nn_rmsnorm(q, n * Hq, D, L->q_norm, (float)k->eps, q);
-    nn_rope(q, n, (int)Hq, (int)D, (int)(D / 2), inv, c->pos, NULL);
+    if ((st = qkv_project(m, L, c, pool, x, n, err))) return st;
     if (L->owner) {
-        float *kr = c->kraw, *kn = c->knew, *vn = c->vnew; /* (n, Hkv, D) */
-        if ((st = linear_apply(pool, &L->k, 0, x, n, kr, 0, Q8(m), err))) return st;
-        if (L->keqv) nn_rmsnorm(kr, n * Hkv, D, NULL, (float)k->eps, vn);
-        else {
-            if ((st = linear_apply(pool, &L->v, 0, x, n, vn, 0, Q8(m), err))) return st;
-            nn_rmsnorm(vn, n * Hkv, D, NULL, (float)k->eps, vn);
-        }
-        nn_rmsnorm(kr, n * Hkv, D, L->k_norm, (float)k->eps, kn);
-        nn_rope(kn, n, (int)Hkv, (int)D, (int)(D / 2), inv, c->pos, NULL);
+        const float *kn = c->knew, *vn = c->vnew; /* (n, Hkv, D) */
         size_t row = (size_t)(Hkv * D);
         for (int64_t i = 0; i < n; i++) {
             g4_kv *kv = &caches[i]->kv[L->src];
