@@ -11,10 +11,7 @@
 # repeated images are not re-encoded, and the replies must not change.
 # Also: a full queue answers 429 in the API's format. Needs curl and jq.
 set -u
-root=${OPTIQ_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-build="${BUILD:-build}"
-case "$build" in /*) ;; *) build="$root/$build" ;; esac
-optiq="$build/optiq"
+source "$(dirname "$0")/serve_lib.sh"
 pass=0; fail=0
 ok() { echo "ok   $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL $1${2:+: $2}"; fail=$((fail + 1)); }
@@ -24,37 +21,12 @@ if ! command -v curl >/dev/null || ! command -v jq >/dev/null || ! command -v ba
     exit 0
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
-}
-trap cleanup EXIT
-
 start() { # NAME ARGS...: sets $pid and $port
-    local name=$1; shift
     # two malloc arenas: the connection threads' own arenas otherwise keep freed request
     # buffers at sizes that depend on which thread served what (noise, not leaks)
-    MALLOC_ARENA_MAX=2 "$optiq" serve --port 0 "$@" 2>"$work/$name.err" &
-    pid=$!
-    pids+=("$pid")
-    port=""
-    for _ in $(seq 1 400); do
-        port=$(sed -n 's/^optiq serve: listening on http:\/\/[^ ]*:\([0-9][0-9]*\) .*/\1/p' "$work/$name.err")
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -n "$port" ]
+    MALLOC_ARENA_MAX=2 serve_start "$@"
 }
-stop() {
-    kill -TERM "$1" 2>/dev/null
-    for _ in $(seq 1 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
-}
+stop() { serve_stop "$1"; }
 # an AddressSanitizer build: its quarantine holds freed memory, so leaks are LeakSanitizer's to report
 asan=0
 if command -v ldd >/dev/null && ldd "$optiq" 2>/dev/null | grep -q libasan; then asan=1; fi

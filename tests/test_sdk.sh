@@ -7,10 +7,7 @@
 # and PyPI access: without them the test fails. Servers listen on ephemeral
 # ports (--port 0; the port is read from the "listening on" line).
 set -u
-root=${OPTIQ_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-build="${BUILD:-build}"
-case "$build" in /*) ;; *) build="$root/$build" ;; esac
-optiq="$build/optiq"
+source "$(dirname "$0")/serve_lib.sh"
 vl="$root/tests/fixtures/models/qwen35-vl-mixed"
 dense="$root/tests/fixtures/models/qwen35-dense-mixed"
 sdk="$root/tests/sdk"
@@ -36,29 +33,9 @@ if [ "$(cat "$venv/.requirements-hash" 2>/dev/null)" != "$hash" ] || [ ! -x "$ve
 fi
 
 # ---- the servers ----
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
-}
-trap cleanup EXIT
-
-# start NAME ARGS...: runs optiq serve in the background; sets $port
+# start NAME ARGS...: runs optiq serve in the background (serve_lib.sh) and waits for /health; sets $port
 start() {
-    local name=$1 pid; shift
-    "$optiq" serve --port 0 "$@" 2>"$work/$name.err" &
-    pid=$!
-    pids+=("$pid")
-    port=""
-    for _ in $(seq 1 200); do
-        port=$(sed -n 's/^optiq serve: listening on http:\/\/[^ ]*:\([0-9][0-9]*\) .*/\1/p' "$work/$name.err")
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -n "$port" ] || return 1
+    serve_start "$@" || return 1
     for _ in $(seq 1 100); do
         "$venv/bin/python" -c "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:$port/health', timeout=2).status != 200)" \
             2>/dev/null && return 0

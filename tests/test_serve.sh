@@ -4,10 +4,7 @@
 # stop on SIGTERM. Servers listen on ephemeral ports (--port 0; the port is read
 # from the "listening on" line). Needs curl and jq.
 set -u
-root=${OPTIQ_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-build="${BUILD:-build}"
-case "$build" in /*) ;; *) build="$root/$build" ;; esac
-optiq="$build/optiq"
+source "$(dirname "$0")/serve_lib.sh"
 vl="$root/tests/fixtures/models/qwen35-vl-mixed"
 dense="$root/tests/fixtures/models/qwen35-dense-mixed"
 pass=0; fail=0
@@ -23,42 +20,10 @@ if ! command -v curl >/dev/null || ! command -v jq >/dev/null; then
     exit 0
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$work"; [ -n "${KEEP:-}" ] && echo "kept $work"
-}
-trap cleanup EXIT
-
-# start NAME ARGS...: runs optiq serve in the background; sets $pid and $port
-start() {
-    local name=$1; shift
-    "$optiq" serve --port 0 "$@" 2>"$work/$name.err" &
-    pid=$!
-    pids+=("$pid")
-    port=""
-    for _ in $(seq 1 200); do
-        port=$(sed -n 's/^optiq serve: listening on http:\/\/[^ ]*:\([0-9][0-9]*\) .*/\1/p' "$work/$name.err")
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null
-}
-
+# start NAME ARGS...: runs optiq serve in the background (serve_lib.sh); sets $pid and $port
+start() { serve_start "$@" && curl -sf "http://127.0.0.1:$port/health" >/dev/null; }
 # stop PID: SIGTERM, then the exit status (124 when it did not exit within 15 s)
-stop() {
-    local p=$1
-    kill -TERM "$p" 2>/dev/null
-    for _ in $(seq 1 150); do
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p"; wait "$p" 2>/dev/null; return 124; fi
-    wait "$p"
-}
+stop() { serve_stop "$1"; }
 
 # post URL BODY_FILE OUT_FILE [curl args]: prints the HTTP status
 post() {
